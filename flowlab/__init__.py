@@ -1,0 +1,47 @@
+"""flowlab: generative transport models in JAX.
+
+Probability paths, couplings, flow-matching training and diffrax sampling as pure
+functions and immutable pytrees.
+"""
+
+from . import (
+    couplings,
+    data,
+    losses,
+    metrics,
+    models,
+    paths,
+    sampling,
+    schedules,
+    training,
+)
+from .losses import FlowMatchingLoss
+from .paths import AffinePath, PathSample
+from .sampling import ODESolution, log_likelihood, sample_ode
+from .schedules import Schedule, ScheduleOutput
+from .training import TrainState, fit, make_train_step
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AffinePath",
+    "FlowMatchingLoss",
+    "ODESolution",
+    "PathSample",
+    "Schedule",
+    "ScheduleOutput",
+    "TrainState",
+    "couplings",
+    "data",
+    "fit",
+    "log_likelihood",
+    "losses",
+    "make_train_step",
+    "metrics",
+    "models",
+    "paths",
+    "sample_ode",
+    "sampling",
+    "schedules",
+    "training",
+]

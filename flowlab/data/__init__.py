@@ -1,0 +1,40 @@
+"""Sources of samples: 2-D toys and finite data sets, each with `sample(key, n)`."""
+
+from collections.abc import Callable
+
+from ._base import AbstractSampler
+from .empirical import Empirical
+from .toys import Checkerboard, EightGaussians, Gaussian, Moons, Rings, SCurve, Spirals
+
+__all__ = [
+    "DATASETS",
+    "AbstractSampler",
+    "Checkerboard",
+    "EightGaussians",
+    "Empirical",
+    "Gaussian",
+    "Moons",
+    "Rings",
+    "SCurve",
+    "Spirals",
+    "get",
+]
+
+DATASETS: dict[str, Callable[..., AbstractSampler]] = {
+    "gaussian": Gaussian,
+    "8gaussians": EightGaussians,
+    "moons": Moons,
+    "scurve": SCurve,
+    "checkerboard": Checkerboard,
+    "spirals": Spirals,
+    "rings": Rings,
+}
+
+
+def get(name: str, **kwargs) -> AbstractSampler:
+    """The sampler called `name` (a key of `DATASETS`), built with `kwargs`."""
+    if name not in DATASETS:
+        raise ValueError(
+            f"unknown data set {name!r}; expected one of {sorted(DATASETS)}."
+        )
+    return DATASETS[name](**kwargs)

@@ -1,0 +1,99 @@
+"""A multilayer perceptron velocity field with a time embedding."""
+
+import math
+from collections.abc import Callable
+
+import flax.linen as nn
+import jax.numpy as jnp
+from jaxtyping import Array, ArrayLike, Float
+
+__all__ = ["ACTIVATIONS", "MLP", "sinusoidal_embedding"]
+
+ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
+    "selu": nn.selu,
+    "silu": nn.silu,
+    "gelu": nn.gelu,
+    "relu": nn.relu,
+    "tanh": jnp.tanh,
+    "elu": nn.elu,
+}
+
+
+def sinusoidal_embedding(
+    t: Float[ArrayLike, ""], dim: int, max_period: float = 1e4
+) -> Float[Array, " dim"]:
+    r"""Transformer-style features $[\cos(\omega_k t), \sin(\omega_k t)]$ of a time.
+
+    Frequencies are geometric from 1 to `max_period`; times in $[0, 1]$ are scaled by
+    1000 first, as in diffusion models, so the low frequencies resolve the unit
+    interval.
+    """
+    if dim % 2:
+        raise ValueError(f"the time embedding dimension must be even, got {dim}.")
+    half = dim // 2
+    freqs = jnp.exp(-math.log(max_period) * jnp.arange(half) / half)
+    angles = 1000.0 * jnp.asarray(t) * freqs
+    return jnp.concatenate([jnp.cos(angles), jnp.sin(angles)])
+
+
+class MLP(nn.Module):
+    """An MLP `(t, x, cond) -> v` on one sample, output shaped like `x`.
+
+    Attributes:
+        width: hidden layer width.
+        depth: number of hidden layers (torchcfm's 2-D model is width 64, depth 3).
+        activation: a name in `ACTIVATIONS`.
+        time_embedding: `"identity"` appends `t` to the input (torchcfm's model);
+            `"sinusoidal"` appends `sinusoidal_embedding(t, time_dim)`.
+        time_dim: size of the sinusoidal embedding.
+        num_classes: when set, `cond` is an integer label embedded in `time_dim`
+            features; otherwise a float `cond` is flattened and appended.
+    """
+
+    width: int = 64
+    depth: int = 3
+    activation: str = "selu"
+    time_embedding: str = "identity"
+    time_dim: int = 16
+    num_classes: int | None = None
+
+    @nn.compact
+    def __call__(
+        self,
+        t: Float[ArrayLike, ""],
+        x: Float[Array, "*event"],
+        cond: ArrayLike | None = None,
+    ) -> Float[Array, "*event"]:
+        """Evaluate the field at one time and one sample."""
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(
+                f"activation must be one of {sorted(ACTIVATIONS)}, "
+                f"got {self.activation!r}."
+            )
+        t = jnp.asarray(t, x.dtype)
+        if t.ndim != 0:
+            raise ValueError(
+                f"MLP acts on one sample: t must be a scalar, got shape {t.shape}."
+            )
+        if self.time_embedding == "identity":
+            t_features = t[None]
+        elif self.time_embedding == "sinusoidal":
+            t_features = sinusoidal_embedding(t, self.time_dim).astype(x.dtype)
+        else:
+            raise ValueError(
+                "time_embedding must be 'identity' or 'sinusoidal', "
+                f"got {self.time_embedding!r}."
+            )
+        features = [x.reshape(-1), t_features]
+        if cond is not None:
+            if self.num_classes is not None:
+                label = jnp.asarray(cond).reshape(())
+                features.append(nn.Embed(self.num_classes, self.time_dim)(label))
+            else:
+                features.append(jnp.asarray(cond, x.dtype).reshape(-1))
+        h = jnp.concatenate(features)
+        act = ACTIVATIONS[self.activation]
+        for _ in range(self.depth):
+            h = act(nn.Dense(self.width, param_dtype=x.dtype)(h))
+        out = nn.Dense(x.size, param_dtype=x.dtype)(h)
+        return out.reshape(x.shape)

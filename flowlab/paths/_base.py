@@ -1,0 +1,60 @@
+"""The path interface shared by every probability path."""
+
+import abc
+from typing import NamedTuple
+
+import equinox as eqx
+import jax.numpy as jnp
+from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
+
+__all__ = ["AbstractPath", "PathSample"]
+
+
+class PathSample(NamedTuple):
+    """One draw from a conditional path at time `t`, for one sample.
+
+    Attributes:
+        t: the scalar time.
+        x0: the source point.
+        x1: the target point.
+        xt: the point on the path at time `t`.
+        ut: the regression target for the velocity, $d x_t / dt$.
+        z: the extra Gaussian noise, for paths that draw it (else `None`).
+    """
+
+    t: Float[Array, ""]
+    x0: Float[Array, "*event"]
+    x1: Float[Array, "*event"]
+    xt: Float[Array, "*event"]
+    ut: Float[Array, "*event"]
+    z: Float[Array, "*event"] | None = None
+
+
+class AbstractPath(eqx.Module):
+    """A conditional probability path between a source point and a target point."""
+
+    @abc.abstractmethod
+    def sample(
+        self,
+        key: PRNGKeyArray,
+        x0: Float[ArrayLike, "*event"],
+        x1: Float[ArrayLike, "*event"],
+        t: Float[ArrayLike, ""],
+    ) -> PathSample:
+        """Draw $x_t$ and its target given one pair `(x0, x1)` and a scalar `t`."""
+
+
+def check_pair(x0, x1, t):
+    """Validate one sample's `(x0, x1, t)`; return them as arrays."""
+    x0, x1, t = jnp.asarray(x0), jnp.asarray(x1), jnp.asarray(t)
+    if x0.shape != x1.shape:
+        raise ValueError(
+            f"x0 and x1 must have the same event shape, got x0 {x0.shape} and "
+            f"x1 {x1.shape}."
+        )
+    if t.ndim != 0:
+        raise ValueError(
+            f"t must be a scalar for one sample, got shape {t.shape}; paths act on "
+            "one sample: batch with jax.vmap(path.sample)(keys, x0, x1, t)."
+        )
+    return x0, x1, t

@@ -1,0 +1,81 @@
+"""ODE solvers by name, and the exact count of vector-field evaluations.
+
+A flowlab solver *is* a diffrax solver: pass any `diffrax.AbstractSolver` instance, or
+one of the names in `ODE_SOLVERS`. Classical fourth-order Runge-Kutta, which diffrax
+does not ship, is defined here as a diffrax explicit RK method from its tableau.
+"""
+
+from collections.abc import Callable
+from typing import ClassVar
+
+import diffrax
+import numpy as np
+
+__all__ = ["ADAPTIVE", "ODE_SOLVERS", "RK4", "evaluations_per_step", "get_ode_solver"]
+
+
+_rk4_tableau = diffrax.ButcherTableau(
+    c=np.array([0.5, 0.5, 1.0]),
+    b_sol=np.array([1 / 6, 1 / 3, 1 / 3, 1 / 6]),
+    b_error=np.array([1 / 6, 1 / 3, 1 / 3, 1 / 6]) - np.array([0.0, 0.0, 0.0, 1.0]),
+    a_lower=(np.array([0.5]), np.array([0.0, 0.5]), np.array([0.0, 0.0, 1.0])),
+)
+
+
+class RK4(diffrax.AbstractERK):
+    """The classical fourth-order Runge-Kutta method (4 stages).
+
+    The embedded error estimate (against explicit Euler) is only first order; use it
+    with a constant step size.
+    """
+
+    tableau: ClassVar[diffrax.ButcherTableau] = _rk4_tableau
+    interpolation_cls: ClassVar[Callable[..., diffrax.AbstractLocalInterpolation]] = (
+        diffrax.ThirdOrderHermitePolynomialInterpolation.from_k
+    )
+
+    def order(self, terms):
+        """Order of convergence: 4."""
+        return 4
+
+
+ODE_SOLVERS: dict[str, Callable[[], diffrax.AbstractSolver]] = {
+    "euler": diffrax.Euler,
+    "heun": diffrax.Heun,
+    "midpoint": diffrax.Midpoint,
+    "rk4": RK4,
+    "tsit5": diffrax.Tsit5,
+    "dopri5": diffrax.Dopri5,
+    "dopri8": diffrax.Dopri8,
+}
+
+ADAPTIVE = frozenset({"tsit5", "dopri5", "dopri8"})
+"""Names whose default is adaptive step-size control (the others take `steps`)."""
+
+
+def get_ode_solver(solver: str | diffrax.AbstractSolver) -> diffrax.AbstractSolver:
+    """A diffrax solver from a name in `ODE_SOLVERS`, or the solver itself."""
+    if isinstance(solver, diffrax.AbstractSolver):
+        return solver
+    if isinstance(solver, str) and solver in ODE_SOLVERS:
+        return ODE_SOLVERS[solver]()
+    raise ValueError(
+        f"unknown ODE solver {solver!r}; pass a diffrax solver or one of "
+        f"{sorted(ODE_SOLVERS)}."
+    )
+
+
+def evaluations_per_step(solver: diffrax.AbstractSolver) -> tuple[int, int] | None:
+    """`(per_step, once)` vector-field evaluations of an explicit RK solver.
+
+    First-same-as-last methods (Tsit5, Dopri5) reuse the last stage of one step as
+    the first of the next: they cost one evaluation less per step and one extra at
+    the start. Returns `None` for solvers without a Butcher tableau.
+    """
+    tableau = getattr(solver, "tableau", None)
+    if not isinstance(tableau, diffrax.ButcherTableau):
+        return None
+    stages = len(tableau.c) + 1
+    if tableau.fsal:
+        return stages - 1, 1
+    return stages, 0

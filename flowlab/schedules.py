@@ -1,0 +1,352 @@
+r"""Schedules $(\alpha_t, \sigma_t)$ of Gaussian (affine) probability paths.
+
+A schedule maps a scalar time $t \in [0, 1]$ to the coefficients of
+$x_t = \alpha_t x_1 + \sigma_t x_0$ and their time derivatives. Time runs from the
+source ($t = 0$, $x_0$, usually noise) to the data ($t = 1$, $x_1$).
+
+Every schedule is an immutable `equinox.Module`; calling it on a scalar returns a
+`ScheduleOutput`. Families with a closed form give their derivatives in closed form;
+`Schedule(alpha_fn, sigma_fn)` differentiates two user functions with `jax.jvp`:
+
+```python
+import jax.numpy as jnp
+from flowlab import paths, schedules
+
+s = schedules.Schedule(lambda t: t**2, lambda t: 1 - t**2)
+path = paths.AffinePath(s)
+```
+"""
+
+import abc
+import math
+from collections.abc import Callable
+from typing import NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, ArrayLike, Float
+
+__all__ = [
+    "AbstractSchedule",
+    "CondOT",
+    "Cosine",
+    "LinearVP",
+    "LipmanOT",
+    "Polynomial",
+    "Schedule",
+    "ScheduleOutput",
+    "VE",
+    "VP",
+    "cond_ot",
+    "cosine",
+    "get",
+    "linear_vp",
+    "lipman_ot",
+    "polynomial",
+    "ve",
+    "vp",
+]
+
+_Scalar = Float[ArrayLike, ""]
+
+
+class ScheduleOutput(NamedTuple):
+    r"""$\alpha_t, \sigma_t$ and their time derivatives at one time $t$."""
+
+    alpha: Float[Array, ""]
+    sigma: Float[Array, ""]
+    d_alpha: Float[Array, ""]
+    d_sigma: Float[Array, ""]
+
+
+def _as_time(t: _Scalar) -> Float[Array, ""]:
+    t = jnp.asarray(t)
+    if t.ndim != 0:
+        raise ValueError(
+            f"t must be a scalar time for one sample, got shape {t.shape}; "
+            "batch with jax.vmap over samples and times."
+        )
+    if not jnp.issubdtype(t.dtype, jnp.floating):
+        t = t.astype(jnp.result_type(float))
+    return t
+
+
+class AbstractSchedule(eqx.Module):
+    r"""A Gaussian path schedule $t \mapsto (\alpha_t, \sigma_t)$.
+
+    Subclasses implement `__call__` (closed forms with derivatives) and
+    `snr_inverse`, the time at which $\alpha_t / \sigma_t$ equals a given value.
+    """
+
+    @abc.abstractmethod
+    def __call__(self, t: _Scalar) -> ScheduleOutput:
+        """Coefficients and their derivatives at a scalar time `t`."""
+
+    @abc.abstractmethod
+    def snr_inverse(self, snr: _Scalar) -> Float[Array, ""]:
+        r"""The time $t$ with $\alpha_t / \sigma_t = $ `snr` (SNR is increasing)."""
+
+
+class CondOT(AbstractSchedule):
+    r"""Conditional optimal transport: $\alpha_t = t$, $\sigma_t = 1 - t$."""
+
+    def __call__(self, t: _Scalar) -> ScheduleOutput:
+        t = _as_time(t)
+        one = jnp.ones_like(t)
+        return ScheduleOutput(t, 1 - t, one, -one)
+
+    def snr_inverse(self, snr: _Scalar) -> Float[Array, ""]:
+        snr = jnp.asarray(snr)
+        return snr / (1 + snr)
+
+
+class LipmanOT(AbstractSchedule):
+    r"""Lipman et al.'s OT path: $\alpha_t = t$, $\sigma_t = 1 - (1 - \sigma_{min}) t$.
+
+    The path ends at $\mathcal N(x_1, \sigma_{min}^2 I)$ rather than at $x_1$.
+    """
+
+    sigma_min: float = 1e-4
+
+    def __check_init__(self):
+        if not 0.0 <= self.sigma_min < 1.0:
+            raise ValueError(f"sigma_min must lie in [0, 1), got {self.sigma_min}.")
+
+    def __call__(self, t: _Scalar) -> ScheduleOutput:
+        t = _as_time(t)
+        one = jnp.ones_like(t)
+        c = 1 - self.sigma_min
+        return ScheduleOutput(t, 1 - c * t, one, -c * one)
+
+    def snr_inverse(self, snr: _Scalar) -> Float[Array, ""]:
+        snr = jnp.asarray(snr)
+        return snr / (1 + snr * (1 - self.sigma_min))
+
+
+class Polynomial(AbstractSchedule):
+    r"""Polynomial convex schedule: $\alpha_t = t^n$, $\sigma_t = 1 - t^n$."""
+
+    n: float
+
+    def __check_init__(self):
+        if not self.n > 0:
+            raise ValueError(f"n must be positive, got {self.n}.")
+
+    def __call__(self, t: _Scalar) -> ScheduleOutput:
+        t = _as_time(t)
+        alpha = t**self.n
+        d_alpha = self.n * t ** (self.n - 1)
+        return ScheduleOutput(alpha, 1 - alpha, d_alpha, -d_alpha)
+
+    def snr_inverse(self, snr: _Scalar) -> Float[Array, ""]:
+        snr = jnp.asarray(snr)
+        return (snr / (1 + snr)) ** (1 / self.n)
+
+
+class Cosine(AbstractSchedule):
+    r"""Cosine schedule: $\alpha_t = \sin(\pi t / 2)$, $\sigma_t = \cos(\pi t / 2)$."""
+
+    def __call__(self, t: _Scalar) -> ScheduleOutput:
+        t = _as_time(t)
+        h = 0.5 * jnp.pi
+        s, c = jnp.sin(h * t), jnp.cos(h * t)
+        return ScheduleOutput(s, c, h * c, -h * s)
+
+    def snr_inverse(self, snr: _Scalar) -> Float[Array, ""]:
+        return jnp.arctan(jnp.asarray(snr)) * (2 / jnp.pi)
+
+
+class LinearVP(AbstractSchedule):
+    r"""Linear variance preserving: $\alpha_t = t$, $\sigma_t = \sqrt{1 - t^2}$.
+
+    $\dot\sigma_t$ diverges at $t = 1$.
+    """
+
+    def __call__(self, t: _Scalar) -> ScheduleOutput:
+        t = _as_time(t)
+        sigma = jnp.sqrt(1 - t**2)
+        return ScheduleOutput(t, sigma, jnp.ones_like(t), -t / sigma)
+
+    def snr_inverse(self, snr: _Scalar) -> Float[Array, ""]:
+        snr = jnp.asarray(snr)
+        return snr / jnp.sqrt(1 + snr**2)
+
+
+class VP(AbstractSchedule):
+    r"""Variance preserving diffusion schedule (Song et al.) in flow-matching time.
+
+    With $T(t) = \tfrac12 (1-t)^2 (\beta_{max} - \beta_{min}) + (1-t)\beta_{min}$:
+    $\alpha_t = e^{-T/2}$ and $\sigma_t = \sqrt{1 - e^{-T}}$. At $t = 0$ the path is
+    close to (not exactly) the source; $\dot\sigma_t$ diverges at $t = 1$.
+    """
+
+    beta_min: float = 0.1
+    beta_max: float = 20.0
+
+    def __check_init__(self):
+        if not 0 < self.beta_min <= self.beta_max:
+            raise ValueError(
+                "vp needs 0 < beta_min <= beta_max, got "
+                f"beta_min={self.beta_min}, beta_max={self.beta_max}."
+            )
+
+    def _big_t(self, t):
+        u = 1 - t
+        db = self.beta_max - self.beta_min
+        return 0.5 * u**2 * db + u * self.beta_min, -(u * db + self.beta_min)
+
+    def __call__(self, t: _Scalar) -> ScheduleOutput:
+        t = _as_time(t)
+        big_t, d_big_t = self._big_t(t)
+        alpha = jnp.exp(-0.5 * big_t)
+        sigma = jnp.sqrt(-jnp.expm1(-big_t))
+        d_alpha = -0.5 * d_big_t * alpha
+        d_sigma = 0.5 * d_big_t * alpha**2 / sigma
+        return ScheduleOutput(alpha, sigma, d_alpha, d_sigma)
+
+    def snr_inverse(self, snr: _Scalar) -> Float[Array, ""]:
+        snr = jnp.asarray(snr)
+        big_t = jnp.log1p(1 / snr**2)
+        db = self.beta_max - self.beta_min
+        if db == 0:
+            u = big_t / self.beta_min
+        else:
+            u = (jnp.sqrt(self.beta_min**2 + 2 * db * big_t) - self.beta_min) / db
+        return 1 - u
+
+
+class VE(AbstractSchedule):
+    r"""Variance exploding schedule.
+
+    $\alpha_t = 1$ and $\sigma_t = \sigma_{min} (\sigma_{max} / \sigma_{min})^{1 - t}$.
+
+    The path starts at $x_1 + \sigma_{max} x_0$ and ends at $x_1 + \sigma_{min} x_0$.
+    """
+
+    sigma_min: float = 0.01
+    sigma_max: float = 50.0
+
+    def __check_init__(self):
+        if not 0 < self.sigma_min < self.sigma_max:
+            raise ValueError(
+                "ve needs 0 < sigma_min < sigma_max, got "
+                f"sigma_min={self.sigma_min}, sigma_max={self.sigma_max}."
+            )
+
+    def __call__(self, t: _Scalar) -> ScheduleOutput:
+        t = _as_time(t)
+        log_ratio = math.log(self.sigma_max / self.sigma_min)
+        sigma = self.sigma_min * jnp.exp((1 - t) * log_ratio)
+        return ScheduleOutput(
+            jnp.ones_like(t), sigma, jnp.zeros_like(t), -log_ratio * sigma
+        )
+
+    def snr_inverse(self, snr: _Scalar) -> Float[Array, ""]:
+        sigma = 1 / jnp.asarray(snr)
+        return 1 - jnp.log(sigma / self.sigma_min) / math.log(
+            self.sigma_max / self.sigma_min
+        )
+
+
+class Schedule(AbstractSchedule):
+    r"""A schedule from two user functions; derivatives come from `jax.jvp`.
+
+    Args:
+        alpha_fn: $t \mapsto \alpha_t$ on a scalar, increasing, $\alpha_1 = 1$.
+        sigma_fn: $t \mapsto \sigma_t$ on a scalar, decreasing, $\sigma_1 = 0$.
+        bisection_steps: iterations of the generic SNR inverse (bisection on $[0,1]$).
+
+    Example:
+        >>> s = Schedule(lambda t: t**2, lambda t: 1 - t**2)
+        >>> float(s(0.5).d_alpha)
+        1.0
+    """
+
+    alpha_fn: Callable[[Float[Array, ""]], Float[Array, ""]]
+    sigma_fn: Callable[[Float[Array, ""]], Float[Array, ""]]
+    bisection_steps: int = eqx.field(static=True, default=60)
+
+    def __check_init__(self):
+        for name in ("alpha_fn", "sigma_fn"):
+            if not callable(getattr(self, name)):
+                raise TypeError(f"{name} must be a callable of a scalar time.")
+
+    def __call__(self, t: _Scalar) -> ScheduleOutput:
+        t = _as_time(t)
+        one = jnp.ones_like(t)
+        alpha, d_alpha = jax.jvp(self.alpha_fn, (t,), (one,))
+        sigma, d_sigma = jax.jvp(self.sigma_fn, (t,), (one,))
+        return ScheduleOutput(alpha, sigma, d_alpha, d_sigma)
+
+    def snr_inverse(self, snr: _Scalar) -> Float[Array, ""]:
+        snr = jnp.asarray(snr, dtype=jnp.result_type(float))
+
+        def body(_, bounds):
+            lo, hi = bounds
+            mid = 0.5 * (lo + hi)
+            above = self.alpha_fn(mid) > snr * self.sigma_fn(mid)
+            return jnp.where(above, lo, mid), jnp.where(above, mid, hi)
+
+        lo, hi = jax.lax.fori_loop(
+            0, self.bisection_steps, body, (jnp.zeros_like(snr), jnp.ones_like(snr))
+        )
+        return 0.5 * (lo + hi)
+
+
+def cond_ot() -> CondOT:
+    r"""$\alpha_t = t$, $\sigma_t = 1 - t$ (rectified flow / Cond-OT)."""
+    return CondOT()
+
+
+def lipman_ot(sigma_min: float = 1e-4) -> LipmanOT:
+    r"""Lipman et al.'s path ending at $\mathcal N(x_1, \sigma_{min}^2 I)$."""
+    return LipmanOT(sigma_min)
+
+
+def polynomial(n: float) -> Polynomial:
+    r"""$\alpha_t = t^n$, $\sigma_t = 1 - t^n$."""
+    return Polynomial(n)
+
+
+def cosine() -> Cosine:
+    r"""$\alpha_t = \sin(\pi t/2)$, $\sigma_t = \cos(\pi t/2)$."""
+    return Cosine()
+
+
+def linear_vp() -> LinearVP:
+    r"""$\alpha_t = t$, $\sigma_t = \sqrt{1 - t^2}$."""
+    return LinearVP()
+
+
+def vp(beta_min: float = 0.1, beta_max: float = 20.0) -> VP:
+    """Variance preserving diffusion schedule (see `VP`)."""
+    return VP(beta_min, beta_max)
+
+
+def ve(sigma_min: float = 0.01, sigma_max: float = 50.0) -> VE:
+    """Variance exploding diffusion schedule (see `VE`)."""
+    return VE(sigma_min, sigma_max)
+
+
+_NAMED: dict[str, Callable[..., AbstractSchedule]] = {
+    "cond_ot": cond_ot,
+    "lipman_ot": lipman_ot,
+    "polynomial": polynomial,
+    "cosine": cosine,
+    "linear_vp": linear_vp,
+    "vp": vp,
+    "ve": ve,
+}
+
+
+def get(name: str, **kwargs) -> AbstractSchedule:
+    """The schedule called `name`, built with `kwargs`.
+
+    Names: `cond_ot, lipman_ot, polynomial, cosine, linear_vp, vp, ve`.
+    """
+    if name not in _NAMED:
+        raise ValueError(
+            f"unknown schedule {name!r}; expected one of {sorted(_NAMED)}."
+        )
+    return _NAMED[name](**kwargs)
