@@ -66,7 +66,7 @@ class AffinePath(AbstractPath):
         return PathSample(t=t, x0=x0, x1=x1, xt=xt, ut=ut)
 
     def velocity_to_x1(self, t: _T, xt: _X, v: _X) -> _X:
-        r"""$\hat x_1$ from a velocity (needs $\sigma\dot\alpha \ne \dot\sigma\alpha$)."""
+        r"""Data prediction $\hat x_1$ from a velocity."""
         s = self.schedule(t)
         return (s.sigma * v - s.d_sigma * xt) / (
             s.sigma * s.d_alpha - s.d_sigma * s.alpha
