@@ -18,7 +18,6 @@ path = paths.AffinePath(s)
 """
 
 import abc
-import math
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -209,10 +208,9 @@ class VP(AbstractSchedule):
         snr = jnp.asarray(snr)
         big_t = jnp.log1p(1 / snr**2)
         db = self.beta_max - self.beta_min
-        if db == 0:
-            u = big_t / self.beta_min
-        else:
-            u = (jnp.sqrt(self.beta_min**2 + 2 * db * big_t) - self.beta_min) / db
+        # The root of db u^2 / 2 + beta_min u = T, rationalised: valid for db = 0
+        # and traceable when the betas are traced (no Python branch on them).
+        u = 2 * big_t / (jnp.sqrt(self.beta_min**2 + 2 * db * big_t) + self.beta_min)
         return 1 - u
 
 
@@ -236,7 +234,7 @@ class VE(AbstractSchedule):
 
     def __call__(self, t: _Scalar) -> ScheduleOutput:
         t = _as_time(t)
-        log_ratio = math.log(self.sigma_max / self.sigma_min)
+        log_ratio = jnp.log(self.sigma_max / self.sigma_min)
         sigma = self.sigma_min * jnp.exp((1 - t) * log_ratio)
         return ScheduleOutput(
             jnp.ones_like(t), sigma, jnp.zeros_like(t), -log_ratio * sigma
@@ -244,7 +242,7 @@ class VE(AbstractSchedule):
 
     def snr_inverse(self, snr: _Scalar) -> Float[Array, ""]:
         sigma = 1 / jnp.asarray(snr)
-        return 1 - jnp.log(sigma / self.sigma_min) / math.log(
+        return 1 - jnp.log(sigma / self.sigma_min) / jnp.log(
             self.sigma_max / self.sigma_min
         )
 

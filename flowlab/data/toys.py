@@ -52,7 +52,7 @@ class Gaussian(AbstractSampler):
     def sample(self, key: PRNGKeyArray, n: int) -> Float[Array, "n dim"]:
         n = check_n(n)
         z = jax.random.normal(key, (n, *self.event_shape), self.mean.dtype)
-        return self.mean + self.std * z
+        return self.mean[None] + self.std * z
 
     def log_prob(self, x: Float[Array, " dim"]) -> Float[Array, ""]:
         """Log density of one sample."""

@@ -43,7 +43,8 @@ def make_train_step(
     One step: `key = fold_in(state.key, state.step)` is split for the data, the
     source, the coupling and the loss; `x0 ~ source`, `x1` (and `cond`) come from the
     batch; the coupling re-pairs rows; the loss gradient updates the parameters with
-    `optimizer`; the EMA parameters move by $1 - $ `ema_decay`; the step counts up.
+    `optimizer`; the EMA parameters move by $1 - d_n$ with the warmed-up decay
+    $d_n = \min(\text{ema\_decay}, (1 + n) / (10 + n))$; the step counts up.
 
     Args:
         model_fn: per-sample model `model_fn(params, t, x, cond)`.
@@ -99,9 +100,12 @@ def make_train_step(
         (value, _), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        ema = optax.incremental_update(params, state.ema_params, 1.0 - ema_decay)
+        # EMA warm-up: early on the average must not remember the initialisation.
+        n = state.step.astype(jnp.float32)
+        decay = jnp.minimum(ema_decay, (1.0 + n) / (10.0 + n))
+        ema = optax.incremental_update(params, state.ema_params, 1.0 - decay)
         new_state = TrainState(params, opt_state, ema, state.step + 1, state.key)
-        metrics = {"loss": value, "grad_norm": optax.global_norm(grads)}
+        metrics = {"loss": value, "grad_norm": optax.tree.norm(grads)}
         return new_state, metrics
 
     if steps_per_call == 1:

@@ -1,0 +1,166 @@
+"""The `flowlab` command line: `train`, `sample`, `eval`, `bench`.
+
+A thin shell over `flowlab.run`: it parses arguments, prints, and turns errors into a
+one-line reason and a non-zero exit status.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+__all__ = ["main"]
+
+_EPILOG_TRAIN = """\
+examples:
+  flowlab train                         # the embedded default: N(0,I) -> moons
+  flowlab train moons --out runs/moons
+  flowlab train 8gaussians_to_moons model.width=128 optim.lr=3e-4 --steps 20000
+  flowlab train configs/checkerboard.toml batch_size=512 log_every=100
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="flowlab", description="Flow matching in JAX: train, sample, evaluate."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = sub.add_parser(
+        "train",
+        help="train a model and write a run directory",
+        description="Train a velocity field. With no CONFIG, run the embedded default.",
+        epilog=_EPILOG_TRAIN,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    train.add_argument(
+        "args",
+        nargs="*",
+        metavar="[CONFIG] [key=value ...]",
+        help="a named config (configs/NAME.toml) or a TOML path, then dotted overrides",
+    )
+    train.add_argument("--out", help="run directory (default runs/NAME-seedS)")
+    train.add_argument("--steps", type=int, help="number of training steps")
+    train.add_argument("--seed", type=int, help="random seed")
+    train.add_argument(
+        "--no-progress", action="store_true", help="hide the progress bar"
+    )
+
+    sample = sub.add_parser(
+        "sample",
+        help="draw samples from a trained run",
+        description="Sample from the EMA parameters of a run's newest checkpoint.",
+    )
+    sample.add_argument("run_dir", metavar="RUN_DIR")
+    sample.add_argument("--n", type=int, default=10_000, help="number of samples")
+    sample.add_argument("--seed", type=int, default=0, help="random seed")
+    sample.add_argument("--solver", help="ODE solver name (default: the run's)")
+    sample.add_argument("--steps", type=int, help="fixed number of solver steps")
+    sample.add_argument("--out", help="output .npy file (default RUN_DIR/samples.npy)")
+
+    evaluate = sub.add_parser(
+        "eval",
+        help="recompute a run's metrics",
+        description="Recompute W2, MMD and NFE of a run's newest checkpoint.",
+    )
+    evaluate.add_argument("run_dir", metavar="RUN_DIR")
+
+    bench = sub.add_parser(
+        "bench",
+        help="run the benchmark suite (from a source checkout)",
+        description="Run benchmarks/run_all.py; results go to benchmarks/results/.",
+    )
+    bench.add_argument("--quick", action="store_true", help="a fast smoke run")
+    return parser
+
+
+def _split_train_args(items: list[str]) -> tuple[str | None, list[str]]:
+    config = None
+    overrides = []
+    for i, item in enumerate(items):
+        if "=" in item:
+            overrides.append(item)
+        elif i == 0:
+            config = item
+        else:
+            raise ValueError(
+                f"unexpected argument {item!r}: give CONFIG first, then "
+                "key=value overrides."
+            )
+    return config, overrides
+
+
+def _train(args) -> int:
+    from .config import load_config
+    from .run import train_run
+
+    config_name, overrides = _split_train_args(args.args)
+    if args.steps is not None:
+        overrides.append(f"steps={args.steps}")
+    if args.seed is not None:
+        overrides.append(f"seed={args.seed}")
+    config = load_config(config_name, overrides)
+    out = args.out or os.path.join("runs", f"{config.name}-seed{config.seed}")
+    summary = train_run(config, out, progress=not args.no_progress)
+    print(json.dumps(summary, indent=2))
+    print(f"run written to {out}")
+    return 0
+
+
+def _sample(args) -> int:
+    import numpy as np
+
+    from .run import sample_run
+
+    out = Path(args.out) if args.out else Path(args.run_dir) / "samples.npy"
+    if out.suffix != ".npy":
+        raise ValueError(f"--out must be a .npy file, got {str(out)!r}.")
+    if not out.parent.is_dir():
+        raise ValueError(f"--out directory {str(out.parent)!r} does not exist.")
+    x = sample_run(args.run_dir, args.n, args.seed, args.solver, args.steps)
+    tmp = out.with_name(f".{out.stem}.tmp.npy")
+    np.save(tmp, x)
+    os.replace(tmp, out)
+    print(f"{x.shape[0]} samples written to {out}")
+    return 0
+
+
+def _eval(args) -> int:
+    from .run import evaluate_run, write_atomic
+
+    result = evaluate_run(args.run_dir)
+    text = json.dumps(result, indent=2)
+    write_atomic(Path(args.run_dir) / "eval.json", text + "\n")
+    print(text)
+    return 0
+
+
+def _bench(args) -> int:
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "run_all.py"
+    if not script.is_file():
+        raise ValueError(
+            "flowlab bench runs benchmarks/run_all.py from a source checkout; "
+            "none was found next to this installation."
+        )
+    cmd = [sys.executable, str(script)] + (["--quick"] if args.quick else [])
+    return subprocess.call(cmd)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    args = _parser().parse_args(argv)
+    handlers = {"train": _train, "sample": _sample, "eval": _eval, "bench": _bench}
+    try:
+        return handlers[args.command](args)
+    except KeyboardInterrupt:
+        print("flowlab: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, TypeError, FileNotFoundError, FloatingPointError) as err:
+        print(f"flowlab {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,301 @@
+"""Typed run configuration, filled from TOML files and `key=value` overrides.
+
+A config is a tree of frozen dataclasses. `load_config(name_or_path, overrides)`
+starts from the defaults (the embedded default run: standard normal to two moons,
+Cond-OT path, a small MLP), applies a TOML file, then dotted overrides such as
+`model.width=128 optim.lr=3e-4 coupling=independent`. Unknown keys and values of the
+wrong type are errors that name the key.
+"""
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "ConfigError",
+    "DataConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "PathConfig",
+    "SampleConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "config_dirs",
+    "dump_toml",
+    "find_config",
+    "from_dict",
+    "load_config",
+    "to_dict",
+]
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid; the message names the key."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where `x0` and `x1` come from.
+
+    Attributes:
+        source: source sampler name (`gaussian` is the standard normal).
+        target: target sampler name (`moons`, `8gaussians`, `scurve`, ...).
+        n_train: training points drawn once and sampled by index on device; 0
+            draws fresh target samples every step.
+        n_test: held-out points for W2/MMD in the summary.
+    """
+
+    source: str = "gaussian"
+    target: str = "moons"
+    n_train: int = 10_000
+    n_test: int = 2_000
+
+
+@dataclass(frozen=True)
+class PathConfig:
+    """The probability path: a schedule and its parameters (used by that schedule)."""
+
+    schedule: str = "cond_ot"
+    sigma_min: float = 1e-4
+    sigma_max: float = 50.0
+    beta_min: float = 0.1
+    beta_max: float = 20.0
+    n: float = 2.0
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The MLP velocity field (see `flowlab.models.MLP`).
+
+    torchcfm's 2-D model is `width=64 depth=3 activation="selu"
+    time_embedding="identity"`; the default is a little larger.
+    """
+
+    width: int = 128
+    depth: int = 4
+    activation: str = "silu"
+    time_embedding: str = "sinusoidal"
+    time_dim: int = 16
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Optimiser and learning-rate schedule (see `flowlab.training.make_optimizer`)."""
+
+    name: str = "adamw"
+    lr: float = 2e-3
+    weight_decay: float = 1e-5
+    schedule: str = "cosine"
+    warmup_steps: int = 0
+    grad_clip: float | None = None
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    """How the summary samples: solver, fixed steps (None = adaptive) and count."""
+
+    solver: str = "dopri5"
+    steps: int | None = None
+    n: int = 2_000
+    rtol: float = 1e-5
+    atol: float = 1e-5
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """A whole run. The defaults are the embedded default run of `flowlab train`."""
+
+    name: str = "default"
+    seed: int = 0
+    steps: int = 20_000
+    batch_size: int = 512
+    steps_per_call: int = 50
+    log_every: int = 500
+    checkpoint_every: int = 5_000
+    ema_decay: float = 0.999
+    prediction: str = "velocity"
+    time_sampler: str = "uniform"
+    coupling: str = "independent"
+    data: DataConfig = field(default_factory=DataConfig)
+    path: PathConfig = field(default_factory=PathConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+
+
+def _field_types(cls) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _describe(tp) -> str:
+    if isinstance(tp, type):
+        return tp.__name__
+    return str(tp).replace("typing.", "")
+
+
+def _coerce(key: str, value: Any, tp) -> Any:
+    """Check (and for strings from the command line, parse) `value` as type `tp`."""
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        if value is None or (
+            isinstance(value, str) and value.lower() in ("none", "null")
+        ):
+            if type(None) in args:
+                return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(key, value, inner[0])
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
+            return value.lower() in ("true", "1")
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value.replace("_", ""))
+            except ValueError:
+                pass
+    elif tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    raise ConfigError(f"config key {key!r} expects {_describe(tp)}, got {value!r}.")
+
+
+def from_dict(cls, values: dict[str, Any], prefix: str = ""):
+    """Build dataclass `cls` from a nested dict, checking every key and type."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"config section {prefix.rstrip('.')!r} must be a table.")
+    types_ = _field_types(cls)
+    unknown = sorted(set(values) - set(types_))
+    if unknown:
+        raise ConfigError(
+            f"unknown config key {prefix + unknown[0]!r}; known keys"
+            f"{' under ' + prefix.rstrip('.') if prefix else ''}: {sorted(types_)}."
+        )
+    kwargs = {}
+    for name, value in values.items():
+        tp = types_[name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = from_dict(tp, value, prefix + name + ".")
+        else:
+            kwargs[name] = _coerce(prefix + name, value, tp)
+    return cls(**kwargs)
+
+
+def to_dict(config) -> dict[str, Any]:
+    """The config as a nested dict (None values kept)."""
+    return dataclasses.asdict(config)
+
+
+def apply_overrides(config: TrainConfig, overrides: list[str]) -> TrainConfig:
+    """Apply `key=value` strings with dotted keys, e.g. `model.width=128`."""
+    values = to_dict(config)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like key=value.")
+        key, raw = item.split("=", 1)
+        parts = key.strip().split(".")
+        cls, section = TrainConfig, values
+        for depth, part in enumerate(parts):
+            types_ = _field_types(cls)
+            where = ".".join(parts[:depth])
+            if part not in types_:
+                raise ConfigError(
+                    f"unknown config key {key!r}; known keys"
+                    f"{' under ' + where if where else ''}: {sorted(types_)}."
+                )
+            tp = types_[part]
+            if depth == len(parts) - 1:
+                if dataclasses.is_dataclass(tp):
+                    raise ConfigError(f"{key!r} is a section; set one of its keys.")
+                section[part] = _coerce(key, raw.strip(), tp)
+            elif dataclasses.is_dataclass(tp):
+                cls, section = tp, section[part]
+            else:
+                raise ConfigError(
+                    f"config key {'.'.join(parts[: depth + 1])!r} has no sub-keys."
+                )
+    return from_dict(TrainConfig, values)
+
+
+def config_dirs() -> list[Path]:
+    """Where named configs are looked up: packaged copies, then a source checkout."""
+    here = Path(__file__).resolve().parent
+    return [here / "_configs", here.parent / "configs"]
+
+
+def find_config(name_or_path: str | os.PathLike) -> Path:
+    """A config file from a path, or a name in `configs/` (e.g. `moons`)."""
+    path = Path(name_or_path)
+    if path.suffix == ".toml" or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"config file {str(path)!r} does not exist.")
+        return path
+    for directory in config_dirs():
+        candidate = directory / f"{name_or_path}.toml"
+        if candidate.is_file():
+            return candidate
+    known = sorted(
+        {p.stem for d in config_dirs() if d.is_dir() for p in d.glob("*.toml")}
+    )
+    raise ConfigError(f"unknown config {str(name_or_path)!r}; named configs: {known}.")
+
+
+def load_config(
+    name_or_path: str | os.PathLike | None = None, overrides: list[str] = ()
+) -> TrainConfig:
+    """Defaults, then a named or file config (if given), then the overrides."""
+    config = TrainConfig()
+    if name_or_path is not None:
+        path = find_config(name_or_path)
+        try:
+            values = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as err:
+            raise ConfigError(
+                f"config file {str(path)!r} is not valid TOML: {err}"
+            ) from err
+        values.setdefault("name", path.stem)
+        config = from_dict(TrainConfig, values)
+    return apply_overrides(config, list(overrides))
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def dump_toml(config: TrainConfig) -> str:
+    """The config as TOML text (keys whose value is None are left out)."""
+    values = to_dict(config)
+    top = [
+        f"{k} = {_toml_value(v)}"
+        for k, v in values.items()
+        if not isinstance(v, dict) and v is not None
+    ]
+    lines = top
+    for section, table in values.items():
+        if isinstance(table, dict):
+            lines.append(f"\n[{section}]")
+            lines.extend(
+                f"{k} = {_toml_value(v)}" for k, v in table.items() if v is not None
+            )
+    return "\n".join(lines) + "\n"

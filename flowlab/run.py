@@ -1,0 +1,335 @@
+"""A run from a config: build its parts, train into a run directory, sample, evaluate.
+
+This is the library side of `flowlab train | sample | eval`; the CLI only parses
+arguments and prints. A run directory holds `config.toml` (the resolved config),
+`metrics.jsonl`, `checkpoints/` (orbax), `samples.png` and `summary.json`.
+"""
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import couplings, data, losses, metrics, models, paths, schedules
+from .config import ConfigError, TrainConfig, dump_toml, load_config
+from .sampling import ODE_SOLVERS, sample_ode
+from .training import Checkpointer, TrainState, fit, init_state, make_optimizer
+
+__all__ = [
+    "Experiment",
+    "build",
+    "evaluate_run",
+    "load_run",
+    "sample_run",
+    "train_run",
+    "write_atomic",
+]
+
+_SCHEDULE_PARAMS = {
+    "lipman_ot": ("sigma_min",),
+    "ve": ("sigma_min", "sigma_max"),
+    "vp": ("beta_min", "beta_max"),
+    "polynomial": ("n",),
+}
+
+
+class Experiment(NamedTuple):
+    """Everything a run is made of, built (and validated) from a `TrainConfig`."""
+
+    config: TrainConfig
+    source: data.AbstractSampler
+    target: data.AbstractSampler
+    loss: losses.FlowMatchingLoss
+    model_fn: Any
+    params: Any
+    optimizer: Any
+    lr_fn: Any
+    coupling: Any
+
+
+def _check_positive(config: TrainConfig) -> None:
+    for key in (
+        "steps",
+        "batch_size",
+        "steps_per_call",
+        "log_every",
+        "checkpoint_every",
+    ):
+        value = getattr(config, key)
+        if value < 1:
+            raise ConfigError(f"config key {key!r} must be >= 1, got {value}.")
+    if config.data.n_train < 0 or config.data.n_test < 2:
+        raise ConfigError("data.n_train must be >= 0 and data.n_test >= 2.")
+    if config.sample.n < 1:
+        raise ConfigError(f"sample.n must be >= 1, got {config.sample.n}.")
+    if config.sample.solver not in ODE_SOLVERS:
+        raise ConfigError(
+            f"sample.solver {config.sample.solver!r} is not one of "
+            f"{sorted(ODE_SOLVERS)}."
+        )
+
+
+def _named(kind: str, key: str, fn, *args, **kwargs):
+    try:
+        return fn(*args, **kwargs)
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"{key}: {err}") from err
+
+
+def build(config: TrainConfig) -> Experiment:
+    """Build and validate every part of a run (no files are touched)."""
+    _check_positive(config)
+    target = _named("data", "data.target", data.get, config.data.target)
+    source_kwargs = (
+        {"dim": target.event_shape[0]} if config.data.source == "gaussian" else {}
+    )
+    source = _named(
+        "data", "data.source", data.get, config.data.source, **source_kwargs
+    )
+    if source.event_shape != target.event_shape:
+        raise ConfigError(
+            f"data.source draws shape {source.event_shape} but data.target "
+            f"{target.event_shape}."
+        )
+    p = config.path
+    params = {k: getattr(p, k) for k in _SCHEDULE_PARAMS.get(p.schedule, ())}
+    schedule = _named("path", "path.schedule", schedules.get, p.schedule, **params)
+    sampler = _named(
+        "time", "time_sampler", losses.get_time_sampler, config.time_sampler
+    )
+    loss = _named(
+        "loss",
+        "prediction",
+        losses.FlowMatchingLoss,
+        paths.AffinePath(schedule),
+        prediction=config.prediction,
+        time_sampler=sampler,
+    )
+    m = config.model
+    module = models.MLP(m.width, m.depth, m.activation, m.time_embedding, m.time_dim)
+    init_key = jax.random.fold_in(jax.random.key(config.seed), 1)
+    example = jnp.zeros(target.event_shape)
+    model_fn, params_ = _named(
+        "model", "model", models.init_model, module, init_key, example
+    )
+    o = config.optim
+    optimizer, lr_fn = _named(
+        "optim",
+        "optim",
+        make_optimizer,
+        o.name,
+        o.lr,
+        weight_decay=o.weight_decay,
+        schedule=o.schedule,
+        total_steps=config.steps,
+        warmup_steps=o.warmup_steps,
+        grad_clip=o.grad_clip,
+    )
+    coupling = _named("coupling", "coupling", couplings.get, config.coupling)
+    return Experiment(
+        config, source, target, loss, model_fn, params_, optimizer, lr_fn, coupling
+    )
+
+
+def _keys(config: TrainConfig):
+    root = jax.random.key(config.seed)
+    names = ("train", "data", "test", "sample")
+    return dict(zip(names, jax.random.split(root, len(names)), strict=True))
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write `text` to `path` through a temporary file and a rename."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _velocity(exp: Experiment):
+    def v(t, x, params):
+        return exp.model_fn(params, t, x, None)
+
+    return v
+
+
+def _draw(
+    exp: Experiment, params, key, n: int, solver=None, steps=None, trajectory=False
+):
+    s = exp.config.sample
+    x0 = exp.source.sample(key, n)
+    return sample_ode(
+        _velocity(exp),
+        x0,
+        params,
+        solver=solver or s.solver,
+        steps=steps if steps is not None else s.steps,
+        rtol=s.rtol,
+        atol=s.atol,
+        save_trajectory=trajectory,
+    )
+
+
+def _evaluate(exp: Experiment, params) -> dict[str, float]:
+    keys = _keys(exp.config)
+    test = exp.target.sample(keys["test"], exp.config.data.n_test)
+    n = exp.config.data.n_test
+    t0 = time.perf_counter()
+    out = _draw(exp, params, keys["sample"], n)
+    jax.block_until_ready(out.x)
+    sample_time = time.perf_counter() - t0
+    return {
+        "w2": metrics.wasserstein2(out.x, test),
+        "mmd": float(metrics.mmd(out.x, test)),
+        "nfe": int(out.nfe),
+        "solver": exp.config.sample.solver,
+        "n_eval": n,
+        "sample_seconds": sample_time,
+    }
+
+
+def _plot(exp: Experiment, params, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = _keys(exp.config)
+    n = min(exp.config.data.n_test, 2000)
+    test = np.asarray(exp.target.sample(keys["test"], n))
+    out = _draw(exp, params, keys["sample"], n, trajectory=41)
+    x, traj = np.asarray(out.x), np.asarray(out.trajectory)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 5), sharex=True, sharey=True)
+    axes[0].scatter(test[:, 0], test[:, 1], s=2, alpha=0.5, color="tab:blue")
+    axes[0].set_title(f"data: {exp.config.data.target}")
+    axes[1].scatter(x[:, 0], x[:, 1], s=2, alpha=0.5, color="tab:orange")
+    for i in range(min(24, n)):
+        axes[1].plot(traj[:, i, 0], traj[:, i, 1], lw=0.7, color="k", alpha=0.6)
+    axes[1].scatter(traj[0, :24, 0], traj[0, :24, 1], s=8, color="k")
+    axes[1].set_title(f"samples ({exp.config.sample.solver}) and trajectories")
+    for ax in axes:
+        ax.set_aspect("equal")
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def train_run(
+    config: TrainConfig, out_dir: str | os.PathLike, *, progress: bool = True
+) -> dict[str, Any]:
+    """Train the run `config` into `out_dir` and return its summary.
+
+    Everything is validated before `out_dir` is created. If training fails before
+    its first checkpoint the directory is removed; after that it stays a valid,
+    resumable run (config, metrics, checkpoints) without `summary.json`.
+    """
+    out = Path(out_dir)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(
+            f"--out {str(out)!r} exists and is not empty; choose a new directory."
+        )
+    exp = build(config)
+    keys = _keys(config)
+    if config.data.n_train > 0:
+        target = data.Empirical(exp.target.sample(keys["data"], config.data.n_train))
+    else:
+        target = exp.target
+    out.mkdir(parents=True, exist_ok=True)
+    wall0 = time.perf_counter()
+    try:
+        write_atomic(out / "config.toml", dump_toml(config))
+        result = fit(
+            exp.model_fn,
+            exp.params,
+            exp.loss,
+            source=exp.source,
+            target=target,
+            key=keys["train"],
+            steps=config.steps,
+            batch_size=config.batch_size,
+            optimizer=exp.optimizer,
+            lr_fn=exp.lr_fn,
+            coupling=exp.coupling,
+            ema_decay=config.ema_decay,
+            steps_per_call=config.steps_per_call,
+            log_every=config.log_every,
+            out_dir=out,
+            checkpoint_every=config.checkpoint_every,
+            progress=progress,
+        )
+    except BaseException:
+        if not (out / "checkpoints").is_dir() or not any(
+            (out / "checkpoints").iterdir()
+        ):
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    train_seconds = time.perf_counter() - wall0
+    params = result.state.ema_params
+    summary = {
+        "name": config.name,
+        "steps": config.steps,
+        "final_loss": result.history[-1]["loss"],
+        "steps_per_sec": config.steps / train_seconds,
+        "train_seconds": train_seconds,
+        **_evaluate(exp, params),
+    }
+    _plot(exp, params, out / "samples.png")
+    summary["wall_seconds"] = time.perf_counter() - wall0
+    write_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def load_run(run_dir: str | os.PathLike) -> tuple[Experiment, TrainState]:
+    """The experiment and newest checkpointed state of a run directory."""
+    run = Path(run_dir)
+    if not (run / "config.toml").is_file():
+        raise ConfigError(f"{str(run)!r} is not a run directory (no config.toml).")
+    config = load_config(run / "config.toml")
+    exp = build(config)
+    ckpt_dir = run / "checkpoints"
+    if not ckpt_dir.is_dir():
+        raise ConfigError(f"{str(run)!r} has no checkpoints/.")
+    like = init_state(_keys(config)["train"], exp.params, exp.optimizer)
+    ckpt = Checkpointer(ckpt_dir)
+    try:
+        if ckpt.latest_step() is None:
+            raise ConfigError(f"{str(run)!r} has no complete checkpoint.")
+        state = ckpt.restore(like)
+    finally:
+        ckpt.close()
+    return exp, state
+
+
+def sample_run(
+    run_dir: str | os.PathLike,
+    n: int,
+    seed: int = 0,
+    solver: str | None = None,
+    steps: int | None = None,
+) -> np.ndarray:
+    """`n` samples from the EMA parameters of a run's newest checkpoint.
+
+    The same `seed` gives the same samples.
+    """
+    if n < 1:
+        raise ConfigError(f"--n must be >= 1, got {n}.")
+    if solver is not None and solver not in ODE_SOLVERS:
+        raise ConfigError(f"--solver {solver!r} is not one of {sorted(ODE_SOLVERS)}.")
+    if steps is not None and steps < 1:
+        raise ConfigError(f"--steps must be >= 1, got {steps}.")
+    exp, state = load_run(run_dir)
+    out = _draw(exp, state.ema_params, jax.random.key(seed), n, solver, steps)
+    return np.asarray(out.x)
+
+
+def evaluate_run(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """Recompute the summary metrics of a run from its newest checkpoint."""
+    exp, state = load_run(run_dir)
+    result = {"step": int(state.step), **_evaluate(exp, state.ema_params)}
+    return json.loads(json.dumps(result))
