@@ -114,6 +114,8 @@ def _sample(args) -> int:
 
     from .run import sample_run
 
+    if not (Path(args.run_dir) / "config.toml").is_file():
+        raise ValueError(f"{args.run_dir!r} is not a run directory (no config.toml).")
     out = Path(args.out) if args.out else Path(args.run_dir) / "samples.npy"
     if out.suffix != ".npy":
         raise ValueError(f"--out must be a .npy file, got {str(out)!r}.")

@@ -229,7 +229,8 @@ def apply_overrides(config: TrainConfig, overrides: list[str]) -> TrainConfig:
                 cls, section = tp, section[part]
             else:
                 raise ConfigError(
-                    f"config key {'.'.join(parts[: depth + 1])!r} has no sub-keys."
+                    f"unknown config key {key!r}: "
+                    f"{'.'.join(parts[: depth + 1])!r} has no sub-keys."
                 )
     return from_dict(TrainConfig, values)
 

@@ -1,0 +1,144 @@
+"""The `flowlab` command line, end to end on a tiny run."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from flowlab.cli import main
+
+TINY = [
+    "steps=120",
+    "batch_size=64",
+    "steps_per_call=20",
+    "log_every=40",
+    "checkpoint_every=60",
+    "model.width=16",
+    "model.depth=2",
+    "data.n_train=500",
+    "data.n_test=200",
+    "sample.solver=euler",
+    "sample.steps=20",
+]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    assert main(["train", "moons", *TINY, "--out", str(out), "--no-progress"]) == 0
+    return out
+
+
+def test_train_writes_a_complete_run_directory(run_dir):
+    names = {p.name for p in run_dir.iterdir()}
+    assert {"config.toml", "metrics.jsonl", "checkpoints", "samples.png"} <= names
+    assert "summary.json" in names
+    lines = [
+        json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert [r["step"] for r in lines] == [40, 80, 120]
+    assert all({"step", "loss", "steps_per_sec"} <= set(r) for r in lines)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["nfe"] == 20
+    assert summary["w2"] > 0
+    assert np.isfinite(summary["final_loss"])
+    for key in ("steps_per_sec", "train_seconds", "wall_seconds", "mmd"):
+        assert key in summary
+    assert (run_dir / "samples.png").stat().st_size > 10_000
+    assert not [p for p in run_dir.iterdir() if p.name.startswith(".")]
+
+
+def test_sample_same_seed_same_samples(run_dir, tmp_path):
+    a, b, c = tmp_path / "a.npy", tmp_path / "b.npy", tmp_path / "c.npy"
+    assert (
+        main(["sample", str(run_dir), "--n", "64", "--seed", "1", "--out", str(a)]) == 0
+    )
+    assert (
+        main(["sample", str(run_dir), "--n", "64", "--seed", "1", "--out", str(b)]) == 0
+    )
+    assert (
+        main(["sample", str(run_dir), "--n", "64", "--seed", "2", "--out", str(c)]) == 0
+    )
+    xa, xb, xc = np.load(a), np.load(b), np.load(c)
+    assert xa.shape == (64, 2)
+    np.testing.assert_array_equal(xa, xb)
+    assert not np.allclose(xa, xc)
+
+
+def test_sample_with_another_solver(run_dir, tmp_path):
+    out = tmp_path / "rk4.npy"
+    args = ["sample", str(run_dir), "--n", "32", "--solver", "rk4", "--steps", "5"]
+    assert main([*args, "--out", str(out)]) == 0
+    assert np.load(out).shape == (32, 2)
+
+
+def test_eval_recomputes_the_summary(run_dir):
+    assert main(["eval", str(run_dir)]) == 0
+    result = json.loads((run_dir / "eval.json").read_text())
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert result["step"] == 120
+    # Same checkpoint, same keys, same solver: the same metric.
+    assert result["w2"] == pytest.approx(summary["w2"], rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["train", "model.widht=3"], "model.widht"),
+        (["train", "model.width=abc"], "model.width"),
+        (["train", "no_such_config"], "unknown config"),
+        (["train", "sample.solver=leapfrog"], "sample.solver"),
+        (["train", "moons", "extra"], "unexpected argument"),
+        (["sample", "/nonexistent/run"], "not a run directory"),
+    ],
+)
+def test_bad_input_exits_2_with_a_reason(argv, message, tmp_path, capsys):
+    out = tmp_path / "never"
+    extra = ["--out", str(out)] if argv[0] == "train" else []
+    assert main([*argv, *extra]) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_sample_rejects_bad_solver_and_output(run_dir, tmp_path, capsys):
+    assert main(["sample", str(run_dir), "--solver", "leapfrog"]) == 2
+    assert "--solver" in capsys.readouterr().err
+    assert main(["sample", str(run_dir), "--out", str(tmp_path / "x.txt")]) == 2
+    assert ".npy" in capsys.readouterr().err
+
+
+def test_train_refuses_a_non_empty_out_dir(run_dir, capsys):
+    assert main(["train", *TINY, "--out", str(run_dir), "--no-progress"]) == 2
+    assert "not empty" in capsys.readouterr().err
+
+
+def test_failed_train_leaves_no_run_directory(tmp_path, capsys):
+    out = tmp_path / "diverged"
+    # An absurd learning rate: the loss is non-finite long before the checkpoint.
+    argv = ["train", *TINY, "optim.lr=1e30", "checkpoint_every=1000", "steps=200"]
+    assert main([*argv, "--out", str(out), "--no-progress"]) == 2
+    assert "non-finite" in capsys.readouterr().err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("command", [[], ["train"], ["sample"], ["eval"], ["bench"]])
+def test_help(command, capsys):
+    with pytest.raises(SystemExit) as info:
+        main([*command, "--help"])
+    assert info.value.code == 0
+    assert "usage: flowlab" in capsys.readouterr().out
+
+
+def test_console_script_is_installed():
+    proc = subprocess.run(
+        [sys.executable, "-m", "flowlab.cli", "train", "--help"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0
+    assert "key=value" in proc.stdout
