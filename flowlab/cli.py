@@ -41,7 +41,9 @@ def _parser() -> argparse.ArgumentParser:
         metavar="[CONFIG] [key=value ...]",
         help="a named config (configs/NAME.toml) or a TOML path, then dotted overrides",
     )
-    train.add_argument("--out", help="run directory (default runs/NAME-seedS)")
+    train.add_argument(
+        "--out", help="run directory (default: the first free runs/NAME-seedS[-k])"
+    )
     train.add_argument("--steps", type=int, help="number of training steps")
     train.add_argument("--seed", type=int, help="random seed")
     train.add_argument(
@@ -92,6 +94,16 @@ def _split_train_args(items: list[str]) -> tuple[str | None, list[str]]:
     return config, overrides
 
 
+def _fresh_run_dir(name: str, seed: int) -> str:
+    """`runs/NAME-seedS`, or with `-2`, `-3`, ... when that one is taken."""
+    base = os.path.join("runs", f"{name}-seed{seed}")
+    out, k = base, 1
+    while os.path.exists(out):
+        k += 1
+        out = f"{base}-{k}"
+    return out
+
+
 def _train(args) -> int:
     from .config import load_config
     from .run import train_run
@@ -102,7 +114,7 @@ def _train(args) -> int:
     if args.seed is not None:
         overrides.append(f"seed={args.seed}")
     config = load_config(config_name, overrides)
-    out = args.out or os.path.join("runs", f"{config.name}-seed{config.seed}")
+    out = args.out or _fresh_run_dir(config.name, config.seed)
     summary = train_run(config, out, progress=not args.no_progress)
     print(json.dumps(summary, indent=2))
     print(f"run written to {out}")

@@ -1,0 +1,33 @@
+"""Trained-model quality against published numbers (slow: run with `-m slow`)."""
+
+import json
+
+import pytest
+
+from flowlab.cli import main
+
+
+@pytest.mark.slow
+def test_torchcfm_protocol_moons(tmp_path):
+    """Tong et al. 2023's protocol for N(0, I) -> moons with I-CFM.
+
+    10k training points, 3x64 SELU MLP, AdamW lr 1e-3 wd 1e-5, batch 512, 1000
+    epochs, 100 Euler steps; W2 between 10k samples and 10k held-out points. The
+    issue asks for W2 <= 0.25 (published I-CFM 0.178 +- 0.014, FM 0.209); seed 0
+    measured 0.157. About 2-5 minutes, most of it the exact 10k x 10k assignment.
+    """
+    out = tmp_path / "run"
+    assert main(["train", "torchcfm_moons", "--out", str(out), "--no-progress"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_eval"] == 10_000
+    assert summary["nfe"] == 100
+    assert summary["w2"] <= 0.25
+
+
+@pytest.mark.slow
+def test_embedded_default_reaches_the_readme_figure(tmp_path):
+    """The README states W2 ~ 0.14 for the embedded default (2k vs 2k points)."""
+    out = tmp_path / "run"
+    assert main(["train", "--out", str(out), "--no-progress"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["w2"] <= 0.16
