@@ -1,4 +1,4 @@
-"""The `flowlab` command line: `train`, `sample`, `eval`, `bench`.
+"""The `flowlab` command line: `train`, `sample`, `eval`, `info`, `bench`.
 
 A thin shell over `flowlab.run`: it parses arguments, prints, and turns errors into a
 one-line reason and a non-zero exit status.
@@ -44,6 +44,12 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--out", help="run directory (default: the first free runs/NAME-seedS[-k])"
     )
+    train.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue RUN_DIR from its newest readable checkpoint",
+    )
+    train.add_argument("--devices", type=int, help="devices in the mesh (default all)")
     train.add_argument("--steps", type=int, help="number of training steps")
     train.add_argument("--seed", type=int, help="random seed")
     train.add_argument(
@@ -68,6 +74,13 @@ def _parser() -> argparse.ArgumentParser:
         description="Recompute W2, MMD and NFE of a run's newest checkpoint.",
     )
     evaluate.add_argument("run_dir", metavar="RUN_DIR")
+
+    info = sub.add_parser(
+        "info",
+        help="print devices, versions and the mesh a run would use",
+        description="Print devices, library versions and the training mesh.",
+    )
+    info.add_argument("--devices", type=int, help="devices in the mesh (default all)")
 
     bench = sub.add_parser(
         "bench",
@@ -104,18 +117,45 @@ def _fresh_run_dir(name: str, seed: int) -> str:
     return out
 
 
+def _start_distributed(config) -> None:
+    from .training import initialize_distributed
+
+    d = config.distributed
+    initialize_distributed(d.coordinator_address, d.num_processes, d.process_id)
+
+
 def _train(args) -> int:
+    from pathlib import Path
+
     from .config import load_config
-    from .run import train_run
+    from .run import resume_run, train_run
 
     config_name, overrides = _split_train_args(args.args)
-    if args.steps is not None:
-        overrides.append(f"steps={args.steps}")
-    if args.seed is not None:
-        overrides.append(f"seed={args.seed}")
-    config = load_config(config_name, overrides)
-    out = args.out or _fresh_run_dir(config.name, config.seed)
-    summary = train_run(config, out, progress=not args.no_progress)
+    for flag, key in (
+        (args.steps, "steps"),
+        (args.seed, "seed"),
+        (args.devices, "devices"),
+    ):
+        if flag is not None:
+            overrides.append(f"{key}={flag}")
+    if args.resume is not None:
+        if config_name is not None or args.out is not None:
+            raise ValueError("--resume RUN_DIR takes no CONFIG and no --out.")
+        if args.seed is not None:
+            raise ValueError("--resume keeps the run's seed; --seed cannot change it.")
+        run_config = Path(args.resume) / "config.toml"
+        if not run_config.is_file():
+            raise ValueError(
+                f"{args.resume!r} is not a run directory (no config.toml)."
+            )
+        _start_distributed(load_config(run_config, overrides))
+        summary = resume_run(args.resume, overrides, progress=not args.no_progress)
+        out = args.resume
+    else:
+        config = load_config(config_name, overrides)
+        _start_distributed(config)
+        out = args.out or _fresh_run_dir(config.name, config.seed)
+        summary = train_run(config, out, progress=not args.no_progress)
     print(json.dumps(summary, indent=2))
     print(f"run written to {out}")
     return 0
@@ -151,6 +191,39 @@ def _eval(args) -> int:
     return 0
 
 
+def _info(args) -> int:
+    import importlib.metadata as md
+    import platform
+
+    import jax
+
+    from .training import make_mesh
+
+    versions = {}
+    for name in (
+        "flowlab",
+        "jax",
+        "jaxlib",
+        "flax",
+        "optax",
+        "diffrax",
+        "orbax-checkpoint",
+    ):
+        try:
+            versions[name] = md.version(name)
+        except md.PackageNotFoundError:
+            versions[name] = "not installed"
+    mesh = make_mesh(args.devices)
+    print(f"python {platform.python_version()} on {platform.machine()}")
+    print("versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
+    print(f"processes: {jax.process_count()} (this is {jax.process_index()})")
+    print(f"devices: {jax.device_count()} ({jax.local_device_count()} local)")
+    for d in jax.devices():
+        print(f"  {d.id}: {d.platform} {d.device_kind}")
+    print(f"mesh: {dict(mesh.shape)} over devices {[d.id for d in mesh.devices.flat]}")
+    return 0
+
+
 def _bench(args) -> int:
     script = Path(__file__).resolve().parent.parent / "benchmarks" / "run_all.py"
     if not script.is_file():
@@ -165,12 +238,19 @@ def _bench(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     args = _parser().parse_args(argv)
-    handlers = {"train": _train, "sample": _sample, "eval": _eval, "bench": _bench}
+    handlers = {
+        "train": _train,
+        "sample": _sample,
+        "eval": _eval,
+        "info": _info,
+        "bench": _bench,
+    }
     try:
         return handlers[args.command](args)
-    except KeyboardInterrupt:
-        print("flowlab: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:
+        reason = str(err) or "interrupted"
+        print(f"flowlab {args.command}: {reason}", file=sys.stderr)
+        return 128 + getattr(err, "signum", 2)
     except (ValueError, TypeError, FileNotFoundError, FloatingPointError) as err:
         print(f"flowlab {args.command}: error: {err}", file=sys.stderr)
         return 2

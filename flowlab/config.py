@@ -19,6 +19,7 @@ from typing import Any
 __all__ = [
     "ConfigError",
     "DataConfig",
+    "DistributedConfig",
     "ModelConfig",
     "OptimConfig",
     "PathConfig",
@@ -107,8 +108,30 @@ class SampleConfig:
 
 
 @dataclass(frozen=True)
+class DistributedConfig:
+    """Multi-host start-up; unset fields are read from the environment.
+
+    See `flowlab.training.initialize_distributed`: SLURM and TPU pods are detected
+    from their own variables; otherwise `JAX_COORDINATOR_ADDRESS`,
+    `JAX_NUM_PROCESSES` and `JAX_PROCESS_ID`, or these fields.
+    """
+
+    coordinator_address: str | None = None
+    num_processes: int | None = None
+    process_id: int | None = None
+
+
+@dataclass(frozen=True)
 class TrainConfig:
-    """A whole run. The defaults are the embedded default run of `flowlab train`."""
+    """A whole run. The defaults are the embedded default run of `flowlab train`.
+
+    Runtime fields: `devices` (mesh size, default all visible), `shard_params`
+    (FSDP-style parameter and optimiser sharding), `micro_batches` (gradient
+    accumulation), `precision` (`fp32`, or `bf16` compute with fp32 parameters),
+    `on_nonfinite` (`stop` or `skip`), `keep_checkpoints` (newest kept),
+    `best_metric` (also keep the best checkpoint by it, e.g. `loss`),
+    `tensorboard` (event files, needs tensorboardX) and `distributed` (multi-host).
+    """
 
     name: str = "default"
     seed: int = 0
@@ -121,6 +144,15 @@ class TrainConfig:
     prediction: str = "velocity"
     time_sampler: str = "uniform"
     coupling: str = "independent"
+    devices: int | None = None
+    shard_params: bool = False
+    micro_batches: int = 1
+    precision: str = "fp32"
+    on_nonfinite: str = "stop"
+    keep_checkpoints: int = 3
+    best_metric: str | None = None
+    tensorboard: bool = False
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
     data: DataConfig = field(default_factory=DataConfig)
     path: PathConfig = field(default_factory=PathConfig)
     model: ModelConfig = field(default_factory=ModelConfig)

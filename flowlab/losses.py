@@ -127,6 +127,50 @@ class FlowMatchingLoss(eqx.Module):
             return ps.x0
         return -ps.x0 / self.path.schedule(ps.t).sigma
 
+    def prepare(
+        self,
+        key: PRNGKeyArray,
+        x0: Float[Array, "batch *event"],
+        x1: Float[Array, "batch *event"],
+    ) -> tuple[Float[Array, " batch"], PathSample, Float[Array, "batch *event"]]:
+        """Draw times and path samples for a batch: `(t, path_sample, target)`.
+
+        Everything random about the loss happens here, so a batch can be prepared
+        once and regressed in micro-batches (gradient accumulation).
+        """
+        if x0.shape != x1.shape:
+            raise ValueError(
+                f"x0 and x1 must have the same shape, got {x0.shape} and {x1.shape}."
+            )
+        n = x1.shape[0]
+        key_t, key_path = jax.random.split(key)
+        t = self.time_sampler(key_t, n).astype(x1.dtype)
+        ps = jax.vmap(self.path.sample)(jax.random.split(key_path, n), x0, x1, t)
+        return t, ps, jax.vmap(self.target)(ps)
+
+    def regress(
+        self,
+        model_fn: ModelFn,
+        params: PyTree,
+        t: Float[Array, " batch"],
+        xt: Float[Array, "batch *event"],
+        target: Float[Array, "batch *event"],
+        cond: PyTree | None = None,
+    ) -> tuple[Float[Array, ""], LossAux]:
+        """The mean weighted squared error of the model at `(t, xt)` to `target`."""
+        cond_axis = None if cond is None else 0
+        pred = jax.vmap(model_fn, in_axes=(None, 0, 0, cond_axis))(params, t, xt, cond)
+        if pred.shape != target.shape:
+            raise ValueError(
+                f"model output shape {pred.shape[1:]} does not match the target's "
+                f"event shape {target.shape[1:]}."
+            )
+        axes = tuple(range(1, target.ndim))
+        per_sample = jnp.mean((pred.astype(target.dtype) - target) ** 2, axis=axes)
+        if self.weight_fn is not None:
+            per_sample = per_sample * jax.vmap(self.weight_fn)(t)
+        return jnp.mean(per_sample), LossAux(t, per_sample)
+
     def __call__(
         self,
         model_fn: ModelFn,
@@ -136,27 +180,6 @@ class FlowMatchingLoss(eqx.Module):
         x1: Float[Array, "batch *event"],
         cond: PyTree | None = None,
     ) -> tuple[Float[Array, ""], LossAux]:
-        """Mean weighted squared error over a batch; see the class docstring."""
-        if x0.shape != x1.shape:
-            raise ValueError(
-                f"x0 and x1 must have the same shape, got {x0.shape} and {x1.shape}."
-            )
-        n = x1.shape[0]
-        key_t, key_path = jax.random.split(key)
-        t = self.time_sampler(key_t, n).astype(x1.dtype)
-        ps = jax.vmap(self.path.sample)(jax.random.split(key_path, n), x0, x1, t)
-        cond_axis = None if cond is None else 0
-        pred = jax.vmap(model_fn, in_axes=(None, 0, 0, cond_axis))(
-            params, t, ps.xt, cond
-        )
-        target = jax.vmap(self.target)(ps)
-        if pred.shape != target.shape:
-            raise ValueError(
-                f"model output shape {pred.shape[1:]} does not match the target's "
-                f"event shape {target.shape[1:]}."
-            )
-        axes = tuple(range(1, target.ndim))
-        per_sample = jnp.mean((pred - target) ** 2, axis=axes)
-        if self.weight_fn is not None:
-            per_sample = per_sample * jax.vmap(self.weight_fn)(t)
-        return jnp.mean(per_sample), LossAux(t, per_sample)
+        """Mean weighted squared error over a batch: `prepare`, then `regress`."""
+        t, ps, target = self.prepare(key, x0, x1)
+        return self.regress(model_fn, params, t, ps.xt, target, cond)

@@ -17,19 +17,30 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import couplings, data, losses, metrics, models, paths, schedules
-from .config import ConfigError, TrainConfig, dump_toml, load_config
+from .config import ConfigError, TrainConfig, dump_toml, load_config, to_dict
 from .sampling import ODE_SOLVERS, sample_ode
-from .training import Checkpointer, TrainState, fit, init_state, make_optimizer
+from .training import (
+    Checkpointer,
+    TrainState,
+    fit,
+    init_state,
+    make_mesh,
+    make_optimizer,
+    state_sharding,
+)
 
 __all__ = [
     "Experiment",
     "build",
     "evaluate_run",
     "load_run",
+    "resume_run",
     "sample_run",
     "train_run",
     "write_atomic",
 ]
+
+PRECISIONS = {"fp32": None, "bf16": jnp.bfloat16}
 
 _SCHEDULE_PARAMS = {
     "lipman_ot": ("sigma_min",),
@@ -68,6 +79,18 @@ def _check_positive(config: TrainConfig) -> None:
         raise ConfigError("data.n_train must be >= 0 and data.n_test >= 2.")
     if config.sample.n < 1:
         raise ConfigError(f"sample.n must be >= 1, got {config.sample.n}.")
+    if config.precision not in PRECISIONS:
+        raise ConfigError(
+            f"precision must be one of {sorted(PRECISIONS)}, got {config.precision!r}."
+        )
+    if config.on_nonfinite not in ("stop", "skip"):
+        raise ConfigError(
+            f"on_nonfinite must be 'stop' or 'skip', got {config.on_nonfinite!r}."
+        )
+    if config.micro_batches < 1 or config.keep_checkpoints < 1:
+        raise ConfigError("micro_batches and keep_checkpoints must be >= 1.")
+    if config.devices is not None and config.devices < 1:
+        raise ConfigError(f"devices must be >= 1, got {config.devices}.")
     if config.sample.solver not in ODE_SOLVERS:
         raise ConfigError(
             f"sample.solver {config.sample.solver!r} is not one of "
@@ -220,6 +243,82 @@ def _plot(exp: Experiment, params, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop metric lines logged after `step` (a run resumed from that step)."""
+    if not path.is_file():
+        return
+    keep = [x for x in path.read_text().splitlines() if json.loads(x)["step"] <= step]
+    write_atomic(path, "".join(x + "\n" for x in keep))
+
+
+def _restore_like(exp: Experiment, mesh) -> TrainState:
+    like = init_state(_keys(exp.config)["train"], exp.params, exp.optimizer)
+    return jax.device_put(like, state_sharding(like, mesh, exp.config.shard_params))
+
+
+def _fit(exp: Experiment, out: Path, state, mesh, progress: bool):
+    config = exp.config
+    keys = _keys(config)
+    if config.data.n_train > 0:
+        target = data.Empirical(exp.target.sample(keys["data"], config.data.n_train))
+    else:
+        target = exp.target
+    return fit(
+        exp.model_fn,
+        exp.params,
+        exp.loss,
+        source=exp.source,
+        target=target,
+        key=keys["train"],
+        steps=config.steps,
+        batch_size=config.batch_size,
+        optimizer=exp.optimizer,
+        lr_fn=exp.lr_fn,
+        coupling=exp.coupling,
+        ema_decay=config.ema_decay,
+        steps_per_call=config.steps_per_call,
+        micro_batches=config.micro_batches,
+        compute_dtype=PRECISIONS[config.precision],
+        on_nonfinite=config.on_nonfinite,
+        mesh=mesh,
+        shard_params=config.shard_params,
+        log_every=config.log_every,
+        out_dir=out,
+        checkpoint_every=config.checkpoint_every,
+        keep_checkpoints=config.keep_checkpoints,
+        best_metric=config.best_metric,
+        checkpoint_meta={"config": to_dict(config)},
+        state=state,
+        tensorboard=config.tensorboard,
+        progress=progress,
+    )
+
+
+def _finish(exp: Experiment, out: Path, result, wall0: float) -> dict[str, Any]:
+    config = exp.config
+    train_seconds = time.perf_counter() - wall0
+    params = result.state.ema_params
+    summary = {
+        "name": config.name,
+        "steps": config.steps,
+        "devices": int(
+            jax.device_count() if config.devices is None else config.devices
+        ),
+        "final_loss": result.history[-1]["loss"] if result.history else None,
+        "skipped_steps": int(sum(r["skipped_steps"] for r in result.history)),
+        "steps_per_sec": result.history[-1]["steps_per_sec"]
+        if result.history
+        else None,
+        "train_seconds": train_seconds,
+        **_evaluate(exp, params),
+    }
+    if jax.process_index() == 0:
+        _plot(exp, params, out / "samples.png")
+        summary["wall_seconds"] = time.perf_counter() - wall0
+        write_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
 def train_run(
     config: TrainConfig, out_dir: str | os.PathLike, *, progress: bool = True
 ) -> dict[str, Any]:
@@ -232,61 +331,66 @@ def train_run(
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(
-            f"--out {str(out)!r} exists and is not empty; choose a new directory."
+            f"--out {str(out)!r} exists and is not empty; choose a new directory "
+            "or continue it with --resume."
         )
     exp = build(config)
-    keys = _keys(config)
-    if config.data.n_train > 0:
-        target = data.Empirical(exp.target.sample(keys["data"], config.data.n_train))
-    else:
-        target = exp.target
-    out.mkdir(parents=True, exist_ok=True)
+    mesh = _mesh(config)
     wall0 = time.perf_counter()
-    try:
+    if jax.process_index() == 0:
+        out.mkdir(parents=True, exist_ok=True)
         write_atomic(out / "config.toml", dump_toml(config))
-        result = fit(
-            exp.model_fn,
-            exp.params,
-            exp.loss,
-            source=exp.source,
-            target=target,
-            key=keys["train"],
-            steps=config.steps,
-            batch_size=config.batch_size,
-            optimizer=exp.optimizer,
-            lr_fn=exp.lr_fn,
-            coupling=exp.coupling,
-            ema_decay=config.ema_decay,
-            steps_per_call=config.steps_per_call,
-            log_every=config.log_every,
-            out_dir=out,
-            checkpoint_every=config.checkpoint_every,
-            progress=progress,
-        )
+    try:
+        result = _fit(exp, out, None, mesh, progress)
     except BaseException:
-        if not (out / "checkpoints").is_dir() or not any(
-            (out / "checkpoints").iterdir()
-        ):
+        ckpts = out / "checkpoints"
+        if jax.process_index() == 0 and not (ckpts.is_dir() and any(ckpts.iterdir())):
             shutil.rmtree(out, ignore_errors=True)
         raise
-    train_seconds = time.perf_counter() - wall0
-    params = result.state.ema_params
-    summary = {
-        "name": config.name,
-        "steps": config.steps,
-        "final_loss": result.history[-1]["loss"],
-        "steps_per_sec": config.steps / train_seconds,
-        "train_seconds": train_seconds,
-        **_evaluate(exp, params),
-    }
-    _plot(exp, params, out / "samples.png")
-    summary["wall_seconds"] = time.perf_counter() - wall0
-    write_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
-    return summary
+    return _finish(exp, out, result, wall0)
+
+
+def resume_run(
+    run_dir: str | os.PathLike,
+    overrides: list[str] = (),
+    *,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Continue a run from its newest readable checkpoint and return its summary.
+
+    `overrides` may change runtime fields (e.g. `steps=...`, `devices=1`); the
+    checkpoint is resharded onto the current mesh. Metric lines logged after the
+    restored step are dropped, so `metrics.jsonl` reads as one run.
+    """
+    out = Path(run_dir)
+    if not (out / "config.toml").is_file():
+        raise ConfigError(f"{str(out)!r} is not a run directory (no config.toml).")
+    config = load_config(out / "config.toml", list(overrides))
+    exp = build(config)
+    mesh = _mesh(config)
+    ckpt = Checkpointer(out / "checkpoints", keep=None)
+    try:
+        if ckpt.latest_step() is None:
+            raise ConfigError(f"{str(out)!r} has no complete checkpoint to resume.")
+        restored = ckpt.restore(_restore_like(exp, mesh))
+    finally:
+        ckpt.close()
+    if jax.process_index() == 0:
+        _truncate_metrics(out / "metrics.jsonl", restored.step)
+        if overrides:
+            write_atomic(out / "config.toml", dump_toml(config))
+        (out / "summary.json").unlink(missing_ok=True)
+    wall0 = time.perf_counter()
+    result = _fit(exp, out, restored.state, mesh, progress)
+    return _finish(exp, out, result, wall0)
+
+
+def _mesh(config: TrainConfig):
+    return make_mesh(config.devices)
 
 
 def load_run(run_dir: str | os.PathLike) -> tuple[Experiment, TrainState]:
-    """The experiment and newest checkpointed state of a run directory."""
+    """The experiment and newest readable checkpointed state of a run directory."""
     run = Path(run_dir)
     if not (run / "config.toml").is_file():
         raise ConfigError(f"{str(run)!r} is not a run directory (no config.toml).")
@@ -295,12 +399,12 @@ def load_run(run_dir: str | os.PathLike) -> tuple[Experiment, TrainState]:
     ckpt_dir = run / "checkpoints"
     if not ckpt_dir.is_dir():
         raise ConfigError(f"{str(run)!r} has no checkpoints/.")
-    like = init_state(_keys(config)["train"], exp.params, exp.optimizer)
-    ckpt = Checkpointer(ckpt_dir)
+    ckpt = Checkpointer(ckpt_dir, keep=None)
     try:
         if ckpt.latest_step() is None:
             raise ConfigError(f"{str(run)!r} has no complete checkpoint.")
-        state = ckpt.restore(like)
+        like = init_state(_keys(config)["train"], exp.params, exp.optimizer)
+        state = ckpt.restore(like).state
     finally:
         ckpt.close()
     return exp, state

@@ -1,24 +1,46 @@
-"""Training: the state, the pure jitted step, optimisers, checkpoints and `fit`."""
+"""Training: the state, the pure jitted step, meshes, optimisers, checkpoints, `fit`."""
 
-from .checkpoint import Checkpointer, restore_checkpoint
-from .loop import FitResult, NonFiniteLossError, fit
+from .checkpoint import (
+    CheckpointCorruptWarning,
+    Checkpointer,
+    Restored,
+    restore_checkpoint,
+)
+from .loop import FitResult, NonFiniteLossError, TrainingInterrupted, fit
+from .mesh import (
+    DATA_AXIS,
+    batch_sharding,
+    initialize_distributed,
+    make_mesh,
+    replicated,
+    state_sharding,
+)
 from .optim import OPTIMIZERS, SCHEDULES, make_optimizer, make_schedule
 from .state import TrainState, init_state
 from .step import Coupling, make_train_step, split_batch
 
 __all__ = [
+    "DATA_AXIS",
     "OPTIMIZERS",
     "SCHEDULES",
+    "CheckpointCorruptWarning",
     "Checkpointer",
     "Coupling",
     "FitResult",
     "NonFiniteLossError",
+    "Restored",
     "TrainState",
+    "TrainingInterrupted",
+    "batch_sharding",
     "fit",
     "init_state",
+    "initialize_distributed",
+    "make_mesh",
     "make_optimizer",
     "make_schedule",
     "make_train_step",
+    "replicated",
     "restore_checkpoint",
     "split_batch",
+    "state_sharding",
 ]

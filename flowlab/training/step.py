@@ -6,10 +6,12 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import optax
+from jax.sharding import Mesh
 from jaxtyping import Array
 
 from ..data import AbstractSampler
 from ..losses import FlowMatchingLoss, ModelFn
+from .mesh import DATA_AXIS, batch_sharding
 from .state import TrainState
 
 __all__ = ["Coupling", "make_train_step", "split_batch"]
@@ -27,6 +29,22 @@ def split_batch(batch: Any) -> tuple[Array, Any]:
     return batch, None
 
 
+def _positive_int(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}.")
+
+
+def _cast_floats(tree: Any, dtype) -> Any:
+    def cast(x):
+        if isinstance(x, jax.Array | float) and jnp.issubdtype(
+            jnp.result_type(x), jnp.floating
+        ):
+            return jnp.asarray(x).astype(dtype)
+        return x
+
+    return jax.tree_util.tree_map(cast, tree)
+
+
 def make_train_step(
     model_fn: ModelFn,
     loss: FlowMatchingLoss,
@@ -37,26 +55,42 @@ def make_train_step(
     coupling: Coupling | None = None,
     ema_decay: float = 0.999,
     steps_per_call: int = 1,
+    micro_batches: int = 1,
+    compute_dtype: Any = None,
+    skip_nonfinite: bool = False,
+    mesh: Mesh | None = None,
 ) -> Callable[[TrainState, Any], tuple[TrainState, dict[str, Array]]]:
     r"""A pure `train_step(state, batch) -> (state, metrics)` to `jax.jit`.
 
     One step: `key = fold_in(state.key, state.step)` is split for the data, the
     source, the coupling and the loss; `x0 ~ source`, `x1` (and `cond`) come from the
-    batch; the coupling re-pairs rows; the loss gradient updates the parameters with
-    `optimizer`; the EMA parameters move by $1 - d_n$ with the warmed-up decay
-    $d_n = \min(\text{ema\_decay}, (1 + n) / (10 + n))$; the step counts up.
+    batch; the coupling re-pairs rows; the loss draws times and path samples for the
+    whole batch, and its gradient (accumulated over `micro_batches` equal slices)
+    updates the parameters with `optimizer`; the EMA parameters move by $1 - d_n$
+    with the warmed-up decay $d_n = \min(\text{ema\_decay}, (1 + n) / (10 + n))$; the
+    step counts up.
 
     Args:
         model_fn: per-sample model `model_fn(params, t, x, cond)`.
         loss: the regression, e.g. `FlowMatchingLoss(AffinePath(cond_ot()))`.
         optimizer: any optax transformation.
         source: sampler of `x0` (e.g. `data.Gaussian(dim)`).
-        batch_size: rows drawn per step when the batch is a sampler.
+        batch_size: rows drawn per step when the batch is a sampler (the global
+            batch: the same on 1 or 64 devices).
         coupling: optional `coupling(key, x0, (x1, cond)) -> (x0, (x1, cond))`.
         ema_decay: EMA decay in $[0, 1)$.
         steps_per_call: `K`; with `K > 1` one call runs `K` steps in a `lax.scan`, so
             small models are not bound by dispatch. Metrics then have a leading
             axis of length `K`.
+        micro_batches: gradient accumulation: the batch is regressed in this many
+            equal slices whose gradients are averaged (same result as one batch).
+        compute_dtype: e.g. `jnp.bfloat16`: the model runs in this dtype while the
+            parameters, gradients and optimiser state stay in their own (fp32).
+        skip_nonfinite: when the loss or gradient norm is not finite, keep the old
+            parameters, optimiser and EMA state (the step still counts) and report
+            `skipped = 1` in the metrics, instead of applying the update.
+        mesh: a device mesh with a `data` axis: the drawn batch is constrained to be
+            split along it.
 
     The batch is either an `AbstractSampler` (the step draws `batch_size` rows on
     device, e.g. `data.Empirical(points)` for a data set in device memory), or
@@ -65,16 +99,69 @@ def make_train_step(
     """
     if not 0.0 <= ema_decay < 1.0:
         raise ValueError(f"ema_decay must lie in [0, 1), got {ema_decay}.")
-    if (
-        isinstance(steps_per_call, bool)
-        or not isinstance(steps_per_call, int)
-        or steps_per_call < 1
-    ):
-        raise ValueError(
-            f"steps_per_call must be a positive int, got {steps_per_call!r}."
-        )
+    _positive_int("steps_per_call", steps_per_call)
+    _positive_int("micro_batches", micro_batches)
     if not isinstance(source, AbstractSampler):
         raise TypeError("source must be a flowlab.data.AbstractSampler.")
+    n_devices = 1 if mesh is None else mesh.shape[DATA_AXIS]
+    if batch_size is not None:
+        _positive_int("batch_size", batch_size)
+        if batch_size % (micro_batches * n_devices):
+            raise ValueError(
+                f"batch_size={batch_size} must divide by micro_batches "
+                f"({micro_batches}) times the device count ({n_devices})."
+            )
+
+    def constrain(x, leading=0):
+        if mesh is None or x is None:
+            return x
+        return jax.tree_util.tree_map(
+            lambda a: jax.lax.with_sharding_constraint(
+                a, batch_sharding(mesh, leading)
+            ),
+            x,
+        )
+
+    if compute_dtype is None:
+        run_model = model_fn
+    else:
+
+        def run_model(params, t, x, cond):
+            cast = lambda tree: _cast_floats(tree, compute_dtype)  # noqa: E731
+            return model_fn(cast(params), cast(t), cast(x), cast(cond))
+
+    def objective(params, t, xt, target, cond):
+        value, _ = loss.regress(run_model, params, t, xt, target, cond)
+        return value
+
+    grad_fn = jax.value_and_grad(objective)
+
+    def loss_and_grads(params, t, xt, target, cond):
+        if micro_batches == 1:
+            return grad_fn(params, t, xt, target, cond)
+        n = t.shape[0]
+        if n % micro_batches:
+            raise ValueError(
+                f"the batch of {n} rows does not divide into {micro_batches} "
+                "micro-batches."
+            )
+
+        def split(x):  # (n, ...) -> (micro, n / micro, ...), each slice strided
+            return x.reshape(n // micro_batches, micro_batches, *x.shape[1:]).swapaxes(
+                0, 1
+            )
+
+        slices = constrain(jax.tree_util.tree_map(split, (t, xt, target, cond)), 1)
+
+        def body(carry, piece):
+            total, grads = carry
+            value, g = grad_fn(params, *piece)
+            return (total + value, jax.tree_util.tree_map(jnp.add, grads, g)), None
+
+        zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
+        (total, grads), _ = jax.lax.scan(body, (jnp.zeros((), t.dtype), zeros), slices)
+        scale = 1.0 / micro_batches
+        return total * scale, jax.tree_util.tree_map(lambda g: g * scale, grads)
 
     def one_step(state: TrainState, batch: Any) -> tuple[TrainState, dict[str, Array]]:
         key = jax.random.fold_in(state.key, state.step)
@@ -85,7 +172,8 @@ def make_train_step(
             x1, cond = batch.sample(k_data, batch_size), None
         else:
             x1, cond = split_batch(batch)
-        x0 = source.sample(k_source, x1.shape[0]).astype(x1.dtype)
+        x1, cond = constrain(x1), constrain(cond)
+        x0 = constrain(source.sample(k_source, x1.shape[0]).astype(x1.dtype))
         if x0.shape != x1.shape:
             raise ValueError(
                 f"the source draws samples of shape {x0.shape[1:]} but the data has "
@@ -93,19 +181,32 @@ def make_train_step(
             )
         if coupling is not None:
             x0, (x1, cond) = coupling(k_couple, x0, (x1, cond))
-
-        def objective(params):
-            return loss(model_fn, params, k_loss, x0, x1, cond)
-
-        (value, _), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
+        t, ps, target = loss.prepare(k_loss, x0, x1)
+        value, grads = loss_and_grads(state.params, t, ps.xt, target, cond)
+        grad_norm = optax.tree.norm(grads)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         # EMA warm-up: early on the average must not remember the initialisation.
         n = state.step.astype(jnp.float32)
         decay = jnp.minimum(ema_decay, (1.0 + n) / (10.0 + n))
         ema = optax.incremental_update(params, state.ema_params, 1.0 - decay)
+        finite = jnp.isfinite(value) & jnp.isfinite(grad_norm)
+        if skip_nonfinite:
+
+            def keep(new, old):
+                return jax.tree_util.tree_map(
+                    lambda a, b: jnp.where(finite, a, b), new, old
+                )
+
+            params = keep(params, state.params)
+            opt_state = keep(opt_state, state.opt_state)
+            ema = keep(ema, state.ema_params)
         new_state = TrainState(params, opt_state, ema, state.step + 1, state.key)
-        metrics = {"loss": value, "grad_norm": optax.tree.norm(grads)}
+        metrics = {
+            "loss": value,
+            "grad_norm": grad_norm,
+            "skipped": (~finite).astype(jnp.int32),
+        }
         return new_state, metrics
 
     if steps_per_call == 1:
