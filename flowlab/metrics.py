@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import diffrax
+import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
@@ -70,6 +71,21 @@ def mmd(
     return sum_xx + sum_yy - 2 * jnp.mean(kxy)
 
 
+class _EnergyField(eqx.Module):
+    """Dynamics of `(x, kinetic energy so far)` for one sample.
+
+    A module rather than a closure: equal for the same `v`, so repeated calls reuse
+    `sample_ode`'s compiled solve instead of retracing `v`.
+    """
+
+    v: VelocityFn = eqx.field(static=True)
+
+    def __call__(self, t, state, args):
+        x, _ = state
+        dx = self.v(t, x, args)
+        return dx, jnp.sum(dx**2)
+
+
 def path_energy(
     v: VelocityFn,
     x0: Float[Array, "batch *event"],
@@ -88,16 +104,10 @@ def path_energy(
     Returns:
         `(x1, energy)`: the pushed-forward batch and the batch mean of the energy.
     """
-
-    def augmented(t, state, args):
-        x, _ = state
-        dx = v(t, x, args)
-        return dx, jnp.sum(dx**2)
-
     x0 = jnp.asarray(x0)
     state = (x0, jnp.zeros((x0.shape[0],), x0.dtype))
     out = sample_ode(
-        augmented, state, args, solver=solver, steps=steps, rtol=rtol, atol=atol
+        _EnergyField(v), state, args, solver=solver, steps=steps, rtol=rtol, atol=atol
     )
     x1, energy = out.x
     return x1, jnp.mean(energy)

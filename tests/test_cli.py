@@ -4,10 +4,19 @@ import json
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
 from flowlab.cli import main
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _float32():
+    """Runs are float32, as users run them (the root conftest enables x64)."""
+    with jax.enable_x64(False):
+        yield
+
 
 TINY = [
     "steps=120",

@@ -5,6 +5,15 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import pytest
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _float32():
+    """Runs are float32, as users run them (the root conftest enables x64)."""
+    with jax.enable_x64(False):
+        yield
+
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 import diffrax
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
@@ -28,6 +29,29 @@ __all__ = ["log_likelihood", "standard_normal_log_prob"]
 def standard_normal_log_prob(x: Float[Array, "*event"]) -> Float[Array, ""]:
     """Log density of one sample under $N(0, I)$."""
     return -0.5 * jnp.sum(x**2) - 0.5 * x.size * math.log(2 * math.pi)
+
+
+class _AugmentedField(eqx.Module):
+    """Dynamics of `(x, log-density change, probe)` for one sample.
+
+    A module rather than a closure: equal for the same `v` and `method`, so repeated
+    calls reuse `sample_ode`'s compiled solve instead of retracing `v`.
+    """
+
+    v: VelocityFn = eqx.field(static=True)
+    method: str = eqx.field(static=True)
+
+    def __call__(self, t, state, args):
+        x, _, probe = state
+        flat = lambda y: self.v(t, y.reshape(x.shape), args).reshape(-1)  # noqa: E731
+        if self.method == "exact":
+            dx = self.v(t, x, args)
+            div = jnp.trace(jax.jacfwd(flat)(x.reshape(-1)))
+        else:
+            dx, jvp = jax.jvp(flat, (x.reshape(-1),), (probe.reshape(-1),))
+            dx = dx.reshape(x.shape)
+            div = jnp.vdot(probe.reshape(-1), jvp)
+        return dx, div, jnp.zeros_like(probe)
 
 
 def log_likelihood(
@@ -69,21 +93,9 @@ def log_likelihood(
     else:
         probes = jax.random.rademacher(key, x1.shape, dtype=x1.dtype)
 
-    def augmented(t, state, args):
-        x, _, probe = state
-        flat = lambda y: v(t, y.reshape(x.shape), args).reshape(-1)  # noqa: E731
-        if method == "exact":
-            dx = v(t, x, args)
-            div = jnp.trace(jax.jacfwd(flat)(x.reshape(-1)))
-        else:
-            dx, jvp = jax.jvp(flat, (x.reshape(-1),), (probe.reshape(-1),))
-            dx = dx.reshape(x.shape)
-            div = jnp.vdot(probe.reshape(-1), jvp)
-        return dx, div, jnp.zeros_like(probe)
-
     state = (x1, jnp.zeros((x1.shape[0],), x1.dtype), probes)
     out = sample_ode(
-        augmented,
+        _AugmentedField(v, method),
         state,
         args,
         solver=solver,

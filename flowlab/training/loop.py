@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 from jax.sharding import Mesh
@@ -210,10 +211,13 @@ def fit(
     if state is None:
         state = init_state(key, params, optimizer)
     state_sh = state_sharding(state, mesh, shard_params)
-    state = jax.device_put(state, state_sh)
+    # Copies: the compiled step donates its state, and must not consume the
+    # caller's arrays (initial parameters or a restored state).
+    # (device_put may still alias the shard on the source device, so copy first.)
+    state = jax.device_put(jax.tree_util.tree_map(jnp.copy, state), state_sh)
     is_sampler = isinstance(target, AbstractSampler)
     if is_sampler:
-        target = jax.device_put(target, replicated(mesh))
+        target = jax.device_put(target, replicated(mesh), may_alias=False)
         batches = None
     else:
         position = int(state.step) if data_position is None else data_position

@@ -136,3 +136,24 @@ def test_learns_a_shifted_gaussian():
     # for the model error after 1500 steps (measured ~0.02).
     np.testing.assert_allclose(jnp.mean(x, 0), mu, atol=0.1)
     np.testing.assert_allclose(jnp.std(x, 0), jnp.array([s, s]), atol=0.1)
+
+
+def test_fit_does_not_consume_the_callers_arrays():
+    model_fn, params = _model()
+    _fit(steps=5, steps_per_call=5)
+    fl.fit(
+        model_fn,
+        params,
+        LOSS,
+        source=data.Gaussian(2),
+        target=data.Moons(),
+        key=jax.random.key(0),
+        steps=5,
+        batch_size=16,
+        steps_per_call=5,
+        progress=False,
+    )
+    # The step donates its state; the initial parameters must still be readable.
+    assert all(
+        bool(jnp.all(jnp.isfinite(x))) for x in jax.tree_util.tree_leaves(params)
+    )
