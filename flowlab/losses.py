@@ -44,6 +44,7 @@ TimeSampler = Callable[[PRNGKeyArray, int], Float[Array, " n"]]
 """`time_sampler(key, n)` returns `n` times in $[0, 1]$."""
 
 PREDICTIONS = ("velocity", "x1", "x0", "epsilon", "score")
+"""What a model may predict; `epsilon` is `x0` for a Gaussian source."""
 
 
 def uniform_time(t_min: float = 0.0, t_max: float = 1.0) -> TimeSampler:
@@ -90,7 +91,7 @@ class LossAux(NamedTuple):
 class FlowMatchingLoss(eqx.Module):
     r"""The conditional flow-matching regression on a path.
 
-    Args:
+    Attributes:
         path: the probability path.
         prediction: what the model outputs, one of `PREDICTIONS`.
         time_sampler: `(key, n) -> t`, default uniform on $[0, 1]$.

@@ -84,7 +84,7 @@ class AbstractSchedule(eqx.Module):
 
     @abc.abstractmethod
     def snr_inverse(self, snr: _Scalar) -> Float[Array, ""]:
-        r"""The time $t$ with $\alpha_t / \sigma_t = $ `snr` (SNR is increasing)."""
+        r"""The time $t$ at which $\alpha_t / \sigma_t$ equals `snr` (it increases)."""
 
 
 class CondOT(AbstractSchedule):
@@ -250,7 +250,7 @@ class VE(AbstractSchedule):
 class Schedule(AbstractSchedule):
     r"""A schedule from two user functions; derivatives come from `jax.jvp`.
 
-    Args:
+    Attributes:
         alpha_fn: $t \mapsto \alpha_t$ on a scalar, increasing, $\alpha_1 = 1$.
         sigma_fn: $t \mapsto \sigma_t$ on a scalar, decreasing, $\sigma_1 = 0$.
         bisection_steps: iterations of the generic SNR inverse (bisection on $[0,1]$).

@@ -29,6 +29,7 @@ DATASETS: dict[str, Callable[..., AbstractSampler]] = {
     "spirals": Spirals,
     "rings": Rings,
 }
+"""Sampler names (for `get` and configs) and their classes."""
 
 
 def get(name: str, **kwargs) -> AbstractSampler:

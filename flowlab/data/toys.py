@@ -1,15 +1,15 @@
 r"""Two-dimensional toy distributions, as pure JAX samplers.
 
-`moons` and `eight_gaussians` follow the definitions torchcfm uses, so published
+`Moons` and `EightGaussians` follow the definitions torchcfm uses, so published
 numbers compare:
 
 - eight Gaussians centred at radius 5 on the eight compass directions, with
   covariance $\sqrt{0.1}\,I$ (torchcfm passes the square root of the variance as the
-  covariance, so the per-axis standard deviation is $0.1^{1/4} \\approx 0.562$);
+  covariance, so the per-axis standard deviation is $0.1^{1/4} \approx 0.562$);
 - moons from torchdyn's `generate_moons(n, noise=0.2)`: the two half circles on an
   evenly spaced grid of angles (first `n // 2` points on the upper moon), plus one
   uniform shift $U(0, 0.2)$ per point added to *both* coordinates, then scaled
-  $\\cdot 3 - 1$ (unlike scikit-learn's Gaussian noise).
+  $\cdot 3 - 1$ (unlike scikit-learn's Gaussian noise).
 
 `scurve` is scikit-learn's `make_s_curve(noise=0.1)` projected on its (x, z) axes.
 """

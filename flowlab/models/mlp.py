@@ -17,6 +17,7 @@ ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
     "tanh": jnp.tanh,
     "elu": nn.elu,
 }
+"""Activation names accepted by `MLP`."""
 
 
 def sinusoidal_embedding(

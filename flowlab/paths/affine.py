@@ -29,7 +29,7 @@ _T = Float[ArrayLike, ""]
 class AffinePath(AbstractPath):
     r"""The Gaussian path $x_t = \alpha_t x_1 + \sigma_t x_0$ of a schedule.
 
-    Args:
+    Attributes:
         schedule: any `flowlab.schedules.AbstractSchedule`.
 
     Example:

@@ -76,7 +76,10 @@ def log_likelihood(
         base_log_prob: log density of the source on one sample (standard normal).
         method: `"exact"` (Jacobian trace) or `"hutchinson"` (needs `key`).
         key: PRNG key for Hutchinson's probes.
-        solver, steps, rtol, atol: as in `sample_ode`.
+        solver: as in `sample_ode`.
+        steps: as in `sample_ode`.
+        rtol: as in `sample_ode`.
+        atol: as in `sample_ode`.
     """
     if method not in ("exact", "hutchinson"):
         raise ValueError(f"method must be 'exact' or 'hutchinson', got {method!r}.")

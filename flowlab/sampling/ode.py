@@ -57,7 +57,9 @@ def _controller(solver_name, solver, steps, rtol, atol):
     if adaptive:
         if not (rtol > 0 and atol > 0):
             raise ValueError(f"rtol and atol must be positive, got {rtol}, {atol}.")
-        return diffrax.PIDController(rtol=rtol, atol=atol), None
+        return diffrax.PIDController(
+            rtol=jnp.asarray(rtol), atol=jnp.asarray(atol)
+        ), None
     steps = DEFAULT_STEPS if steps is None else steps
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive int or None, got {steps!r}.")
@@ -108,10 +110,12 @@ def sample_ode(
         args: passed to `v` unchanged.
         solver: a diffrax solver, or one of `"euler", "heun", "midpoint", "rk4"`
             (fixed steps) or `"tsit5", "dopri5", "dopri8"` (adaptive).
-        t0, t1: the time interval; `t1 < t0` integrates backwards.
+        t0: the start time.
+        t1: the end time; `t1 < t0` integrates backwards.
         steps: number of equal steps; `None` means adaptive steps for adaptive
             solvers and 100 steps otherwise.
-        rtol, atol: tolerances of adaptive step-size control.
+        rtol: relative tolerance of adaptive step-size control.
+        atol: absolute tolerance of adaptive step-size control.
         save_trajectory: `True` saves every step for fixed-step solvers and 101
             equally spaced times otherwise; an int saves that many equally spaced
             times.
@@ -157,17 +161,19 @@ def sample_ode(
         saveat = diffrax.SaveAt(ts=jnp.linspace(t0, t1, n_save))
 
     x0 = jax.tree_util.tree_map(jnp.asarray, x0)
+    # Times, step and tolerances are traced (not static), so a new step count or
+    # tolerance reuses the compiled solve; only a new shape or solver recompiles.
     ts, ys, num_steps = _solve(
         _BatchedField(v),
         solver_obj,
         controller,
         x0,
         args,
-        t0,
-        t1,
-        dt0,
+        jnp.asarray(t0, float),
+        jnp.asarray(t1, float),
+        None if dt0 is None else jnp.asarray(dt0, float),
         saveat,
-        max_steps if n_steps is None else n_steps,
+        max_steps if n_steps is None else max(n_steps, max_steps),
     )
     per_step = evaluations_per_step(solver_obj)
     if per_step is None:

@@ -48,6 +48,7 @@ ODE_SOLVERS: dict[str, Callable[[], diffrax.AbstractSolver]] = {
     "dopri5": diffrax.Dopri5,
     "dopri8": diffrax.Dopri8,
 }
+"""ODE solver names and the diffrax solver classes they build."""
 
 ADAPTIVE = frozenset({"tsit5", "dopri5", "dopri8"})
 """Names whose default is adaptive step-size control (the others take `steps`)."""

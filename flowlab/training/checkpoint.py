@@ -62,7 +62,8 @@ class Checkpointer:
             policies.append(
                 pp.BestN(
                     get_metric_fn=lambda m: m[best_metric],
-                    reverse=best_mode == "max",
+                    # BestN keeps the end of the sorted order.
+                    reverse=best_mode == "min",
                     n=1,
                     keep_checkpoints_without_metrics=False,
                 )

@@ -141,7 +141,8 @@ def fit(
     """Train `model_fn` by flow matching for `steps` steps on a device mesh.
 
     Args:
-        model_fn, params: the per-sample model and its initial parameters.
+        model_fn: the per-sample model `model_fn(params, t, x, cond)`.
+        params: its initial parameters.
         loss: the regression (path, prediction, time sampling).
         source: sampler of `x0`.
         target: a sampler of `x1` (drawn on device each step; `data.Empirical`

@@ -5,7 +5,10 @@ import optax
 __all__ = ["OPTIMIZERS", "SCHEDULES", "make_optimizer", "make_schedule"]
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "lion")
+"""Optimiser names accepted by `make_optimizer`."""
+
 SCHEDULES = ("constant", "cosine", "warmup_cosine", "linear")
+"""Learning-rate schedule names accepted by `make_schedule`."""
 
 
 def make_schedule(

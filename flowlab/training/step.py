@@ -86,7 +86,7 @@ def make_train_step(
             equal slices whose gradients are averaged (same result as one batch).
         compute_dtype: e.g. `jnp.bfloat16`: the model runs in this dtype while the
             parameters, gradients and optimiser state stay in their own (fp32).
-        skip_nonfinite: when the loss or gradient norm is not finite, keep the old
+        skip_nonfinite: when the loss, gradient or update is not finite, keep the old
             parameters, optimiser and EMA state (the step still counts) and report
             `skipped = 1` in the metrics, instead of applying the update.
         mesh: a device mesh with a `data` axis: the drawn batch is constrained to be
@@ -191,6 +191,8 @@ def make_train_step(
         decay = jnp.minimum(ema_decay, (1.0 + n) / (10.0 + n))
         ema = optax.incremental_update(params, state.ema_params, 1.0 - decay)
         finite = jnp.isfinite(value) & jnp.isfinite(grad_norm)
+        if skip_nonfinite:  # a finite gradient can still make a non-finite update
+            finite = finite & jnp.isfinite(optax.tree.norm(updates))
         if skip_nonfinite:
 
             def keep(new, old):
