@@ -26,7 +26,9 @@ from .training import (
     init_state,
     make_mesh,
     make_optimizer,
+    put_global,
     state_sharding,
+    to_local,
 )
 
 __all__ = [
@@ -253,7 +255,7 @@ def _truncate_metrics(path: Path, step: int) -> None:
 
 def _restore_like(exp: Experiment, mesh) -> TrainState:
     like = init_state(_keys(exp.config)["train"], exp.params, exp.optimizer)
-    return jax.device_put(like, state_sharding(like, mesh, exp.config.shard_params))
+    return put_global(like, state_sharding(like, mesh, exp.config.shard_params))
 
 
 def _fit(exp: Experiment, out: Path, state, mesh, progress: bool):
@@ -297,7 +299,7 @@ def _fit(exp: Experiment, out: Path, state, mesh, progress: bool):
 def _finish(exp: Experiment, out: Path, result, wall0: float) -> dict[str, Any]:
     config = exp.config
     train_seconds = time.perf_counter() - wall0
-    params = result.state.ema_params
+    params = to_local(result.state.ema_params)
     summary = {
         "name": config.name,
         "steps": config.steps,

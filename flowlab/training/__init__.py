@@ -12,8 +12,10 @@ from .mesh import (
     batch_sharding,
     initialize_distributed,
     make_mesh,
+    put_global,
     replicated,
     state_sharding,
+    to_local,
 )
 from .optim import OPTIMIZERS, SCHEDULES, make_optimizer, make_schedule
 from .state import TrainState, init_state
@@ -39,8 +41,10 @@ __all__ = [
     "make_optimizer",
     "make_schedule",
     "make_train_step",
+    "put_global",
     "replicated",
     "restore_checkpoint",
     "split_batch",
     "state_sharding",
+    "to_local",
 ]

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 from jax.sharding import Mesh
@@ -23,7 +22,14 @@ from tqdm.auto import tqdm
 from ..data import AbstractSampler
 from ..losses import FlowMatchingLoss, ModelFn
 from .checkpoint import Checkpointer
-from .mesh import DATA_AXIS, batch_sharding, make_mesh, replicated, state_sharding
+from .mesh import (
+    DATA_AXIS,
+    batch_sharding,
+    make_mesh,
+    put_global,
+    replicated,
+    state_sharding,
+)
 from .optim import make_optimizer
 from .state import TrainState, init_state
 from .step import Coupling, make_train_step
@@ -214,11 +220,12 @@ def fit(
     state_sh = state_sharding(state, mesh, shard_params)
     # Copies: the compiled step donates its state, and must not consume the
     # caller's arrays (initial parameters or a restored state).
-    # (device_put may still alias the shard on the source device, so copy first.)
-    state = jax.device_put(jax.tree_util.tree_map(jnp.copy, state), state_sh)
+    state = put_global(state, state_sh)
     is_sampler = isinstance(target, AbstractSampler)
     if is_sampler:
-        target = jax.device_put(target, replicated(mesh), may_alias=False)
+        target = put_global(
+            target, jax.tree_util.tree_map(lambda _: replicated(mesh), target)
+        )
         batches = None
     else:
         position = int(state.step) if data_position is None else data_position

@@ -11,6 +11,7 @@ import os
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxtyping import PyTree
@@ -20,8 +21,10 @@ __all__ = [
     "batch_sharding",
     "initialize_distributed",
     "make_mesh",
+    "put_global",
     "replicated",
     "state_sharding",
+    "to_local",
 ]
 
 DATA_AXIS = "data"
@@ -78,6 +81,52 @@ def state_sharding(state: PyTree, mesh: Mesh, shard_params: bool = False) -> PyT
     return jax.tree_util.tree_map(
         lambda x: _leaf_sharding(x, mesh, shard_params), state
     )
+
+
+def _is_key(x) -> bool:
+    return hasattr(x, "dtype") and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def put_global(tree: PyTree, shardings: PyTree) -> PyTree:
+    """Place a pytree (the same value on every process) on `shardings`, as copies.
+
+    On one process this is `jax.device_put` of a copy (so donating the result never
+    consumes the caller's arrays). With many processes each one fills the shards it
+    owns from its own copy of the value, which `device_put` cannot do for devices
+    of other hosts. PRNG key arrays are carried through their raw key data.
+    """
+
+    def put(x, sharding):
+        if _is_key(x):
+            impl = jax.random.key_impl(x)
+            data = put(jax.random.key_data(x), sharding)
+            return jax.random.wrap_key_data(data, impl=impl)
+        if jax.process_count() == 1:
+            return jax.device_put(jnp.copy(x), sharding)
+        host = np.asarray(jax.device_get(x))
+        return jax.make_array_from_callback(host.shape, sharding, lambda idx: host[idx])
+
+    return jax.tree_util.tree_map(put, tree, shardings)
+
+
+def to_local(tree: PyTree) -> PyTree:
+    """A pytree of global arrays as arrays every process holds whole.
+
+    On one process this returns `tree` unchanged. With many processes, shards that
+    live on other hosts are gathered, so the result can be used in computations
+    that only this process runs (sampling, evaluation, plotting).
+    """
+    if jax.process_count() == 1:
+        return tree
+    from jax.experimental import multihost_utils
+
+    def gather(x):
+        if _is_key(x):
+            impl = jax.random.key_impl(x)
+            return jax.random.wrap_key_data(gather(jax.random.key_data(x)), impl=impl)
+        return jnp.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+    return jax.tree_util.tree_map(gather, tree)
 
 
 def initialize_distributed(
