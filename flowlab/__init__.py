@@ -17,7 +17,7 @@ from . import (
 )
 from .losses import FlowMatchingLoss
 from .paths import AffinePath, PathSample
-from .sampling import ODESolution, log_likelihood, sample_ode
+from .sampling import ODESolution, SDESolution, log_likelihood, sample_ode, sample_sde
 from .schedules import Schedule, ScheduleOutput
 from .training import TrainState, fit, make_train_step
 
@@ -28,6 +28,7 @@ __all__ = [
     "FlowMatchingLoss",
     "ODESolution",
     "PathSample",
+    "SDESolution",
     "Schedule",
     "ScheduleOutput",
     "TrainState",
@@ -41,6 +42,7 @@ __all__ = [
     "models",
     "paths",
     "sample_ode",
+    "sample_sde",
     "sampling",
     "schedules",
     "training",

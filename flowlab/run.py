@@ -66,7 +66,7 @@ class Experiment(NamedTuple):
     coupling: Any
 
 
-def _check_positive(config: TrainConfig) -> None:
+def _check_values(config: TrainConfig) -> None:
     for key in (
         "steps",
         "batch_size",
@@ -100,7 +100,8 @@ def _check_positive(config: TrainConfig) -> None:
         )
 
 
-def _named(kind: str, key: str, fn, *args, **kwargs):
+def _named(key: str, fn, *args, **kwargs):
+    """Call `fn`, reporting its ValueError/TypeError as a ConfigError on `key`."""
     try:
         return fn(*args, **kwargs)
     except (ValueError, TypeError) as err:
@@ -109,14 +110,12 @@ def _named(kind: str, key: str, fn, *args, **kwargs):
 
 def build(config: TrainConfig) -> Experiment:
     """Build and validate every part of a run (no files are touched)."""
-    _check_positive(config)
-    target = _named("data", "data.target", data.get, config.data.target)
+    _check_values(config)
+    target = _named("data.target", data.get, config.data.target)
     source_kwargs = (
         {"dim": target.event_shape[0]} if config.data.source == "gaussian" else {}
     )
-    source = _named(
-        "data", "data.source", data.get, config.data.source, **source_kwargs
-    )
+    source = _named("data.source", data.get, config.data.source, **source_kwargs)
     if source.event_shape != target.event_shape:
         raise ConfigError(
             f"data.source draws shape {source.event_shape} but data.target "
@@ -124,12 +123,9 @@ def build(config: TrainConfig) -> Experiment:
         )
     p = config.path
     params = {k: getattr(p, k) for k in _SCHEDULE_PARAMS.get(p.schedule, ())}
-    schedule = _named("path", "path.schedule", schedules.get, p.schedule, **params)
-    sampler = _named(
-        "time", "time_sampler", losses.get_time_sampler, config.time_sampler
-    )
+    schedule = _named("path.schedule", schedules.get, p.schedule, **params)
+    sampler = _named("time_sampler", losses.get_time_sampler, config.time_sampler)
     loss = _named(
-        "loss",
         "prediction",
         losses.FlowMatchingLoss,
         paths.AffinePath(schedule),
@@ -140,12 +136,9 @@ def build(config: TrainConfig) -> Experiment:
     module = models.MLP(m.width, m.depth, m.activation, m.time_embedding, m.time_dim)
     init_key = jax.random.fold_in(jax.random.key(config.seed), 1)
     example = jnp.zeros(target.event_shape)
-    model_fn, params_ = _named(
-        "model", "model", models.init_model, module, init_key, example
-    )
+    model_fn, params_ = _named("model", models.init_model, module, init_key, example)
     o = config.optim
     optimizer, lr_fn = _named(
-        "optim",
         "optim",
         make_optimizer,
         o.name,
@@ -156,7 +149,7 @@ def build(config: TrainConfig) -> Experiment:
         warmup_steps=o.warmup_steps,
         grad_clip=o.grad_clip,
     )
-    coupling = _named("coupling", "coupling", couplings.get, config.coupling)
+    coupling = _named("coupling", couplings.get, config.coupling)
     return Experiment(
         config, source, target, loss, model_fn, params_, optimizer, lr_fn, coupling
     )

@@ -2,16 +2,32 @@
 
 from .likelihood import log_likelihood, standard_normal_log_prob
 from .ode import ODESolution, sample_ode
+from .sde import (
+    SDE,
+    SDE_SOLVERS,
+    SDESolution,
+    get_sde_solver,
+    interpolant_sde,
+    reverse_diffusion_sde,
+    sample_sde,
+)
 from .solvers import ADAPTIVE, ODE_SOLVERS, RK4, evaluations_per_step, get_ode_solver
 
 __all__ = [
     "ADAPTIVE",
     "ODE_SOLVERS",
     "RK4",
+    "SDE",
+    "SDE_SOLVERS",
     "ODESolution",
+    "SDESolution",
     "evaluations_per_step",
     "get_ode_solver",
+    "get_sde_solver",
+    "interpolant_sde",
     "log_likelihood",
+    "reverse_diffusion_sde",
     "sample_ode",
+    "sample_sde",
     "standard_normal_log_prob",
 ]
