@@ -1,0 +1,45 @@
+"""Shared test configuration.
+
+- float64 is enabled for the whole run, so identity tests can demand ~1e-10. The
+  float32 paths are still exercised: tests that demand the float32 tolerance (1e-5)
+  pass float32 arrays and check that the result stays float32 (library code never
+  hard-codes a dtype, so float32 inputs give float32 computations even with x64 on).
+- `jax_numpy_rank_promotion="raise"`: library code must broadcast explicitly.
+- Hypothesis profiles: `default` (modest, derandomized so that a run is reproducible,
+  no deadline because the first call of a JAX function compiles) and `thorough`
+  (many random examples); choose with `HYPOTHESIS_PROFILE=thorough pytest tests`.
+
+Test directories have no `__init__.py`: every test module has a unique basename, and
+`helpers.py` is importable as `import helpers` because pytest puts this directory on
+`sys.path` when it loads this conftest.
+"""
+
+import os
+
+import jax
+import pytest
+from hypothesis import HealthCheck, settings
+
+jax.config.update("jax_enable_x64", True)
+jax.config.update("jax_numpy_rank_promotion", "raise")
+
+settings.register_profile(
+    "default",
+    max_examples=8,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile(
+    "thorough",
+    max_examples=200,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+
+@pytest.fixture
+def key():
+    """A fixed PRNG key: every statistical check in the suite is deterministic."""
+    return jax.random.key(0)
