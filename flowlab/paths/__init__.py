@@ -2,5 +2,46 @@
 
 from ._base import AbstractPath, PathSample
 from .affine import AffinePath
+from .interpolants import (
+    InterpolantCoefficients,
+    QuadraticGamma,
+    Sin2Gamma,
+    SqrtGamma,
+    StochasticInterpolant,
+    ZeroGamma,
+    encoding_decoding_interpolant,
+    linear_interpolant,
+    mirror_interpolant,
+    one_sided_interpolant,
+    quadratic_gamma,
+    schrodinger_bridge,
+    sin2_gamma,
+    sqrt_gamma,
+    trigonometric_interpolant,
+    zero_gamma,
+)
+from .multimarginal import MultimarginalInterpolant, MultimarginalSample
 
-__all__ = ["AbstractPath", "AffinePath", "PathSample"]
+__all__ = [
+    "AbstractPath",
+    "AffinePath",
+    "InterpolantCoefficients",
+    "MultimarginalInterpolant",
+    "MultimarginalSample",
+    "PathSample",
+    "QuadraticGamma",
+    "Sin2Gamma",
+    "SqrtGamma",
+    "StochasticInterpolant",
+    "ZeroGamma",
+    "encoding_decoding_interpolant",
+    "linear_interpolant",
+    "mirror_interpolant",
+    "one_sided_interpolant",
+    "quadratic_gamma",
+    "schrodinger_bridge",
+    "sin2_gamma",
+    "sqrt_gamma",
+    "trigonometric_interpolant",
+    "zero_gamma",
+]

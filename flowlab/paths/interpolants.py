@@ -1,0 +1,403 @@
+r"""Stochastic interpolants $x_t = \alpha(t) x_0 + \beta(t) x_1 + \gamma(t) z$.
+
+Albergo, Boffi & Vanden-Eijnden (2023), *Stochastic interpolants: a unifying framework
+for flows and diffusions*. The pair $(x_0, x_1)$ may be coupled in any way, $z \sim
+N(0, I)$ is independent of it, and
+$\alpha(0) = \beta(1) = 1$, $\alpha(1) = \beta(0) = 0$, $\gamma(0) = \gamma(1) = 0$
+(checked at construction), so $x_t$ runs from the source to the target. On one sample
+the path gives $x_t$ and targets whose conditional expectations given $x_t$ are:
+
+| field | definition | per-sample target |
+|---|---|---|
+| velocity $b$ | $E[\dot x_t \mid x_t]$ | $u_t = \dot x_t$ (`PathSample.ut`) |
+| denoiser $\eta$ | $E[z \mid x_t]$ | $z$ |
+| score $s$ | $-\eta / \gamma = \nabla \log \rho_t$ | $-z / \gamma$ |
+| $v$ | $E[\dot\alpha x_0 + \dot\beta x_1 \mid x_t]$ | $u_t - \dot\gamma z$ |
+
+where $u_t = \dot\alpha x_0 + \dot\beta x_1 + \dot\gamma z$ and
+$b = v + \dot\gamma \eta$ (the *two-field* form: its targets stay bounded where
+$\dot\gamma$ diverges). The probability-flow ODE $dX = b\,dt$ (`flowlab.sample_ode`)
+and, for every $\epsilon(t) \ge 0$, the SDE
+$dX = (b + \epsilon s)\,dt + \sqrt{2\epsilon}\,dW$ carry the law of $x_0$ to that of
+$x_t$ for all $t$. Where $\gamma = 0$ the score $-\eta/\gamma$ is $0/0$: integrate on
+$[t_\epsilon, 1 - t_\epsilon]$ or let $\epsilon(t)$ vanish at the ends. With the
+fields as per-sample functions, `flowlab.sampling.interpolant_sde(b_fn, score_fn,
+epsilon)` builds that SDE, the score from a denoiser by `denoiser_to_score`.
+
+Kinds (a static field, fixed by the factories):
+
+- `"two_sided"`: the general case above.
+- `"one_sided"`: $x_t = \alpha x_0 + \beta x_1$ with a standard normal source
+  $x_0$, which plays the latent's part: $\gamma \equiv 0$, the noise is $x_0$
+  (`PathSample.z` is `x0`), $\eta = E[x_0 \mid x_t]$ and $s = -\eta/\alpha$.
+- `"mirror"`: $x_0$ is replaced by $x_1$ (a path from the data to itself),
+  $x_t = (\alpha + \beta) x_1 + \gamma z$, i.e. $x_1 + \gamma z$ for linear
+  $\alpha, \beta$.
+
+**Schrödinger-bridge CFM** (Tong et al. 2023) is `schrodinger_bridge(sigma)`:
+$\alpha = 1 - t$, $\beta = t$, $\gamma = \sigma\sqrt{t(1-t)}$, trained on pairs from
+the entropic OT plan of regularisation $2\sigma^2$ (`couplings.sinkhorn(epsilon=2
+sigma**2)`). Its target is $\frac{1-2t}{2t(1-t)}(x_t - (1-t)x_0 - t x_1) + x_1 - x_0$
+and its conditional score $-z/(\sigma\sqrt{t(1-t)})$.
+"""
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
+
+from ._base import AbstractPath, PathSample, check_pair
+
+__all__ = [
+    "KINDS",
+    "InterpolantCoefficients",
+    "QuadraticGamma",
+    "Sin2Gamma",
+    "SqrtGamma",
+    "StochasticInterpolant",
+    "ZeroGamma",
+    "encoding_decoding_interpolant",
+    "linear_interpolant",
+    "mirror_interpolant",
+    "one_sided_interpolant",
+    "quadratic_gamma",
+    "schrodinger_bridge",
+    "sin2_gamma",
+    "sqrt_gamma",
+    "trigonometric_interpolant",
+    "zero_gamma",
+]
+
+_X = Float[Array, "*event"]
+_T = Float[ArrayLike, ""]
+CoefficientFn = Callable[[Float[Array, ""]], Float[Array, ""]]
+
+KINDS = ("two_sided", "one_sided", "mirror")
+"""The interpolant kinds (see the module docstring)."""
+
+BOUNDARY_TOL = 1e-6
+r"""How far $\alpha, \beta, \gamma$ may miss their boundary values (float32)."""
+
+
+class InterpolantCoefficients(NamedTuple):
+    r"""$\alpha, \beta, \gamma$ and their time derivatives at one time $t$."""
+
+    alpha: Float[Array, ""]
+    beta: Float[Array, ""]
+    gamma: Float[Array, ""]
+    d_alpha: Float[Array, ""]
+    d_beta: Float[Array, ""]
+    d_gamma: Float[Array, ""]
+
+
+class ZeroGamma(eqx.Module):
+    r"""$\gamma \equiv 0$: a deterministic interpolant (a flow-matching path)."""
+
+    def __call__(self, t: _T) -> Float[Array, ""]:
+        return jnp.zeros_like(t)
+
+
+class SqrtGamma(eqx.Module):
+    r"""$\gamma(t) = \sqrt{a\,t(1-t)}$ (Brownian-bridge noise).
+
+    $\dot\gamma = a(1-2t)/(2\gamma)$ diverges at $t = 0, 1$, and so does the velocity
+    target there: draw times in $[t_\epsilon, 1 - t_\epsilon]$ (the interpolant
+    losses' default) or regress the bounded two-field targets.
+    """
+
+    a: float = 1.0
+
+    def __call__(self, t: _T) -> Float[Array, ""]:
+        return jnp.sqrt(self.a * t * (1 - t))
+
+
+class QuadraticGamma(eqx.Module):
+    r"""$\gamma(t) = a\,t(1-t)$."""
+
+    a: float = 1.0
+
+    def __call__(self, t: _T) -> Float[Array, ""]:
+        return self.a * t * (1 - t)
+
+
+class Sin2Gamma(eqx.Module):
+    r"""$\gamma(t) = a \sin^2(\pi t)$."""
+
+    a: float = 1.0
+
+    def __call__(self, t: _T) -> Float[Array, ""]:
+        return self.a * jnp.sin(jnp.pi * t) ** 2
+
+
+def zero_gamma() -> ZeroGamma:
+    r"""$\gamma \equiv 0$."""
+    return ZeroGamma()
+
+
+def sqrt_gamma(a: float = 1.0) -> SqrtGamma:
+    r"""$\gamma(t) = \sqrt{a\,t(1-t)}$."""
+    return SqrtGamma(a)
+
+
+def quadratic_gamma(a: float = 1.0) -> QuadraticGamma:
+    r"""$\gamma(t) = a\,t(1-t)$."""
+    return QuadraticGamma(a)
+
+
+def sin2_gamma(a: float = 1.0) -> Sin2Gamma:
+    r"""$\gamma(t) = a\sin^2(\pi t)$."""
+    return Sin2Gamma(a)
+
+
+def _time(t: _T) -> Float[Array, ""]:
+    t = jnp.asarray(t)
+    if t.ndim != 0:
+        raise ValueError(
+            f"t must be a scalar time for one sample, got shape {t.shape}; batch "
+            "with jax.vmap."
+        )
+    return (
+        t if jnp.issubdtype(t.dtype, jnp.floating) else t.astype(jnp.result_type(float))
+    )
+
+
+def _check_boundary(fn: CoefficientFn, name: str, t: float, want: float) -> None:
+    """Raise unless `fn(t) == want`; skipped when `fn` closes over traced values."""
+    with jax.ensure_compile_time_eval():
+        value = jnp.asarray(fn(jnp.asarray(t)))
+    if value.shape != ():
+        raise TypeError(f"{name} must return a scalar, got shape {value.shape}.")
+    try:
+        value = float(value)
+    except jax.errors.ConcretizationTypeError:
+        return
+    if not abs(value - want) <= BOUNDARY_TOL:
+        raise ValueError(
+            f"{name}({t:g}) must be {want:g} for x_t to run from x0 at t = 0 to x1 "
+            f"at t = 1, got {value:.6g}."
+        )
+
+
+class StochasticInterpolant(AbstractPath):
+    r"""$x_t = \alpha(t) x_0 + \beta(t) x_1 + \gamma(t) z$ on one sample.
+
+    Derivatives come from `jax.jvp` of the three functions.
+
+    Attributes:
+        alpha_fn: $t \mapsto \alpha(t)$ on a scalar; $\alpha(0) = 1$, $\alpha(1) = 0$.
+        beta_fn: $t \mapsto \beta(t)$; $\beta(0) = 0$, $\beta(1) = 1$.
+        gamma_fn: $t \mapsto \gamma(t)$; $\gamma(0) = \gamma(1) = 0$ (default 0).
+        kind: `"two_sided"`, `"one_sided"` or `"mirror"` (module docstring).
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from flowlab import paths
+        >>> path = paths.linear_interpolant(paths.sin2_gamma(0.5))
+        >>> ps = path.sample(jax.random.key(0), jnp.zeros(2), jnp.ones(2), 0.5)
+        >>> bool(jnp.allclose(ps.xt, 0.5 + 0.5 * ps.z))
+        True
+    """
+
+    alpha_fn: CoefficientFn
+    beta_fn: CoefficientFn
+    gamma_fn: CoefficientFn = eqx.field(default_factory=ZeroGamma)
+    kind: str = eqx.field(static=True, default="two_sided")
+
+    def __check_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}.")
+        for name in ("alpha_fn", "beta_fn", "gamma_fn"):
+            if not callable(getattr(self, name)):
+                raise TypeError(f"{name} must be a callable of a scalar time.")
+        if self.kind == "one_sided" and not isinstance(self.gamma_fn, ZeroGamma):
+            raise ValueError(
+                "a one-sided interpolant has gamma_fn = zero_gamma(): its standard "
+                "normal source x0 is the noise."
+            )
+        for name, t, want in (
+            ("alpha_fn", 0.0, 1.0),
+            ("alpha_fn", 1.0, 0.0),
+            ("beta_fn", 0.0, 0.0),
+            ("beta_fn", 1.0, 1.0),
+            ("gamma_fn", 0.0, 0.0),
+            ("gamma_fn", 1.0, 0.0),
+        ):
+            _check_boundary(getattr(self, name), name, t, want)
+
+    def coefficients(self, t: _T) -> InterpolantCoefficients:
+        r"""$\alpha, \beta, \gamma$ and their derivatives (by `jax.jvp`) at `t`."""
+        t = _time(t)
+        one = jnp.ones_like(t)
+        alpha, d_alpha = jax.jvp(self.alpha_fn, (t,), (one,))
+        beta, d_beta = jax.jvp(self.beta_fn, (t,), (one,))
+        gamma, d_gamma = jax.jvp(self.gamma_fn, (t,), (one,))
+        return InterpolantCoefficients(alpha, beta, gamma, d_alpha, d_beta, d_gamma)
+
+    def noise_scale(self, t: _T) -> tuple[Float[Array, ""], Float[Array, ""]]:
+        r"""The scale of the noise in $x_t$ and its derivative.
+
+        $(\gamma, \dot\gamma)$, or $(\alpha, \dot\alpha)$ for a one-sided interpolant.
+        """
+        c = self.coefficients(t)
+        if self.kind == "one_sided":
+            return c.alpha, c.d_alpha
+        return c.gamma, c.d_gamma
+
+    def interpolate(self, x0: _X, x1: _X, z: _X, t: _T) -> PathSample:
+        r"""$x_t$ and $u_t = \dot x_t$ for given `x0`, `x1`, noise `z` and time `t`.
+
+        A mirror interpolant uses `x1` for `x0`; a one-sided one ($\gamma \equiv 0$)
+        reports `x0` as its noise `z`.
+        """
+        x0, x1, t = check_pair(x0, x1, t)
+        z = jnp.asarray(z)
+        if z.shape != x1.shape:
+            raise ValueError(
+                f"z must have the event shape of x1 {x1.shape}, got {z.shape}."
+            )
+        if self.kind == "mirror":
+            x0 = x1
+        c = self.coefficients(t)
+        xt = c.alpha * x0 + c.beta * x1 + c.gamma * z
+        ut = c.d_alpha * x0 + c.d_beta * x1 + c.d_gamma * z
+        noise = x0 if self.kind == "one_sided" else z
+        return PathSample(t=t, x0=x0, x1=x1, xt=xt, ut=ut, z=noise)
+
+    def sample(
+        self,
+        key: PRNGKeyArray | None,
+        x0: Float[ArrayLike, "*event"],
+        x1: Float[ArrayLike, "*event"],
+        t: _T,
+    ) -> PathSample:
+        r"""Draw $z \sim N(0, I)$ with `key`; return `interpolate(x0, x1, z, t)`.
+
+        A one-sided interpolant draws nothing (`key` may be `None`).
+        """
+        x0, x1, t = check_pair(x0, x1, t)
+        dtype = jnp.result_type(x0.dtype, x1.dtype, float)
+        if self.kind == "one_sided":
+            z = jnp.zeros(x1.shape, dtype)
+        elif key is None:
+            raise ValueError(
+                f"a {self.kind} interpolant draws z ~ N(0, I): pass a PRNG key."
+            )
+        else:
+            z = jax.random.normal(key, x1.shape, dtype)
+        return self.interpolate(x0, x1, z, t)
+
+    def velocity_target(self, ps: PathSample) -> _X:
+        r"""The target of $b$: $u_t = \dot\alpha x_0 + \dot\beta x_1 + \dot\gamma z$."""
+        return ps.ut
+
+    def denoiser_target(self, ps: PathSample) -> _X:
+        r"""The target of $\eta$: the noise $z$ ($x_0$ when one-sided)."""
+        return ps.z
+
+    def score_target(self, ps: PathSample) -> _X:
+        r"""The target of the score: $-z/\gamma$ ($-x_0/\alpha$ when one-sided)."""
+        return -ps.z / self.noise_scale(ps.t)[0]
+
+    def interpolant_velocity_target(self, ps: PathSample) -> _X:
+        r"""The target of $v$: $u_t - \dot\gamma z = \dot\alpha x_0 + \dot\beta x_1$."""
+        return ps.ut - self.noise_scale(ps.t)[1] * ps.z
+
+    def denoiser_to_score(self, t: _T, xt: _X, eta: _X) -> _X:
+        r"""Score $s = -\eta / \gamma$ from a denoiser."""
+        del xt
+        return -eta / self.noise_scale(t)[0]
+
+    def score_to_denoiser(self, t: _T, xt: _X, score: _X) -> _X:
+        r"""Denoiser $\eta = -\gamma s$ from a score."""
+        del xt
+        return -self.noise_scale(t)[0] * score
+
+    def two_field_to_velocity(self, t: _T, xt: _X, v: _X, eta: _X) -> _X:
+        r"""Velocity $b = v + \dot\gamma \eta$ from the two-field predictions."""
+        del xt
+        return v + self.noise_scale(t)[1] * eta
+
+
+def _one_minus(t):
+    return 1 - t
+
+
+def _identity(t):
+    return t
+
+
+def _cos_half_pi(t):
+    return jnp.cos(0.5 * jnp.pi * t)
+
+
+def _sin_half_pi(t):
+    return jnp.sin(0.5 * jnp.pi * t)
+
+
+def _encoder_alpha(t):
+    return jnp.where(t < 0.5, jnp.cos(jnp.pi * t) ** 2, 0.0)
+
+
+def _decoder_beta(t):
+    return jnp.where(t > 0.5, jnp.cos(jnp.pi * t) ** 2, 0.0)
+
+
+def _or_zero(gamma_fn: CoefficientFn | None) -> CoefficientFn:
+    return ZeroGamma() if gamma_fn is None else gamma_fn
+
+
+def linear_interpolant(gamma_fn: CoefficientFn | None = None) -> StochasticInterpolant:
+    r"""$\alpha = 1 - t$, $\beta = t$ and `gamma_fn` (default $\gamma \equiv 0$)."""
+    return StochasticInterpolant(_one_minus, _identity, _or_zero(gamma_fn))
+
+
+def trigonometric_interpolant(
+    gamma_fn: CoefficientFn | None = None,
+) -> StochasticInterpolant:
+    r"""$\alpha = \cos(\pi t / 2)$, $\beta = \sin(\pi t / 2)$ and `gamma_fn`."""
+    return StochasticInterpolant(_cos_half_pi, _sin_half_pi, _or_zero(gamma_fn))
+
+
+def encoding_decoding_interpolant(
+    gamma_fn: CoefficientFn | None = None,
+) -> StochasticInterpolant:
+    r"""Albergo et al.'s encoder-decoder: the sample is noised to $z$, then decoded.
+
+    $x_t = \cos^2(\pi t)\,(1_{[0, 1/2)}(t)\, x_0 + 1_{(1/2, 1]}(t)\, x_1)
+    + \sin^2(\pi t)\, z$, so $x_{1/2} = z$: $\alpha = \cos^2(\pi t)$ on $[0, 1/2)$
+    and 0 after, $\beta = \cos^2(\pi t)$ on $(1/2, 1]$ and 0 before (both $C^1$),
+    and by default $\gamma = \sin^2(\pi t)$ (`sin2_gamma(1.0)`).
+    """
+    return StochasticInterpolant(
+        _encoder_alpha, _decoder_beta, Sin2Gamma(1.0) if gamma_fn is None else gamma_fn
+    )
+
+
+def one_sided_interpolant(
+    alpha_fn: CoefficientFn = _one_minus, beta_fn: CoefficientFn = _identity
+) -> StochasticInterpolant:
+    r"""$x_t = \alpha x_0 + \beta x_1$ from a standard normal source $x_0$.
+
+    The noise is $x_0$: $\eta = E[x_0 \mid x_t]$, $s = -\eta / \alpha$.
+    Defaults: $\alpha = 1 - t$, $\beta = t$.
+    """
+    return StochasticInterpolant(alpha_fn, beta_fn, ZeroGamma(), kind="one_sided")
+
+
+def mirror_interpolant(gamma_fn: CoefficientFn) -> StochasticInterpolant:
+    r"""$x_t = x_1 + \gamma(t) z$: from the data to itself (the source is ignored)."""
+    return StochasticInterpolant(_one_minus, _identity, gamma_fn, kind="mirror")
+
+
+def schrodinger_bridge(sigma: float) -> StochasticInterpolant:
+    r"""SB-CFM's path: $\alpha = 1-t$, $\beta = t$, $\gamma = \sigma\sqrt{t(1-t)}$.
+
+    Schrödinger-bridge CFM is this path trained on pairs from the entropic OT plan of
+    regularisation $2\sigma^2$: `couplings.sinkhorn(epsilon=2 * sigma**2)`.
+    """
+    if isinstance(sigma, int | float) and not sigma > 0:
+        raise ValueError(f"sigma must be positive, got {sigma}.")
+    return StochasticInterpolant(_one_minus, _identity, SqrtGamma(sigma**2))
