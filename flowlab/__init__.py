@@ -15,8 +15,13 @@ from . import (
     schedules,
     training,
 )
-from .losses import FlowMatchingLoss
-from .paths import AffinePath, PathSample
+from .losses import FlowMatchingLoss, InterpolantLoss, MultimarginalLoss
+from .paths import (
+    AffinePath,
+    MultimarginalInterpolant,
+    PathSample,
+    StochasticInterpolant,
+)
 from .sampling import ODESolution, SDESolution, log_likelihood, sample_ode, sample_sde
 from .schedules import Schedule, ScheduleOutput
 from .training import TrainState, fit, make_train_step
@@ -26,11 +31,15 @@ __version__ = "0.1.0"
 __all__ = [
     "AffinePath",
     "FlowMatchingLoss",
+    "InterpolantLoss",
+    "MultimarginalInterpolant",
+    "MultimarginalLoss",
     "ODESolution",
     "PathSample",
     "SDESolution",
     "Schedule",
     "ScheduleOutput",
+    "StochasticInterpolant",
     "TrainState",
     "couplings",
     "data",
