@@ -24,7 +24,11 @@ class ODESolution(NamedTuple):
         x: the state at `t1`, batch-first like `x0` (a pytree when `x0` is one).
         ts: the saved times (`(n_save,)`), or `None` without a trajectory.
         trajectory: the states at `ts`, each leaf `(n_save, batch, *event)`, or `None`.
-        nfe: evaluations of the (batched) vector field.
+        nfe: evaluations of the (batched) vector field, from the solver's tableau
+            and step count. Known gap: when an adaptive solve rejects its very
+            first step, diffrax evaluates the field at `t0` once more, so `nfe`
+            is low by one per such rejection (`-1` when a solver has no tableau
+            and is not Euler).
         num_steps: solver steps taken, rejected steps included.
     """
 
