@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 HERE = Path(__file__).resolve().parent
 TINY = [
@@ -91,6 +92,7 @@ def test_two_hosts_match_one_host_with_the_same_devices(tmp_path):
         np.testing.assert_allclose(got["losses"], reference["losses"], rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_two_host_cli_run_writes_once_and_resumes(tmp_path):
     cli = [sys.executable, "-m", "flowlab.cli", "train"]
     out = tmp_path / "run"
