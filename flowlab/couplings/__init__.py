@@ -1,0 +1,82 @@
+r"""Minibatch couplings: how the rows of `x0` and `x1` are paired.
+
+A coupling is `coupling(key, x0, x1) -> (x0, x1)`, a re-pairing of a minibatch that
+runs inside `jit`. `x0` and `x1` are arrays `(n, ...)` or pytrees whose leaves share
+the batch axis, e.g. `x1 = (points, cond)` with `cond` possibly `None`: rows move
+together, and the cost reads the first leaf, flattened per row, through an ott-jax
+`CostFn` (squared Euclidean by default).
+
+| factory | plan | marginals |
+| :--- | :--- | :--- |
+| `independent()` | $p_0 \otimes p_1$: rows as drawn | exact |
+| `exact_ot()` | the optimal permutation (OT-CFM), solved on device | exact |
+| `sinkhorn(epsilon)` | pairs drawn from the entropic plan (SB-CFM) | in expectation |
+| `sinkhorn(epsilon, hard=True)` | a permutation drawn from the entropic plan | exact |
+| `unbalanced(epsilon, tau_a, tau_b)` | pairs from an unbalanced plan | relaxed |
+| `partial(mass, epsilon)` | pairs from a plan moving only `mass` | partial |
+| `stable_matching()` | Gale–Shapley stable matching | exact |
+| `conditional(base, ...)` | `base`, never across labels, λ on a condition | as `base` |
+| `sharded(coupling, mesh)` | per device shard, or `global_batch=True` | as `coupling` |
+
+`get(name, **kwargs)` builds one by name for configs.
+"""
+
+from typing import Any
+
+from ._assignment import linear_assignment
+from ._base import AbstractCostCoupling, AbstractCoupling, Independent, independent
+from ._conditional import Conditional, conditional, default_condition
+from ._entropic import EntropicOT, partial, sinkhorn, unbalanced
+from ._exact import ExactOT, exact_ot
+from ._sharded import Sharded, sharded
+from ._stable import StableMatching, stable_match, stable_matching
+
+__all__ = [
+    "AbstractCostCoupling",
+    "AbstractCoupling",
+    "Conditional",
+    "EntropicOT",
+    "ExactOT",
+    "Independent",
+    "Sharded",
+    "StableMatching",
+    "conditional",
+    "default_condition",
+    "exact_ot",
+    "get",
+    "independent",
+    "linear_assignment",
+    "partial",
+    "sharded",
+    "sinkhorn",
+    "stable_match",
+    "stable_matching",
+    "unbalanced",
+]
+
+_NAMED = {
+    "independent": independent,
+    "exact_ot": exact_ot,
+    "sinkhorn": sinkhorn,
+    "unbalanced": unbalanced,
+    "partial": partial,
+    "stable_matching": stable_matching,
+    "conditional": conditional,
+}
+
+
+def get(name: str, **kwargs: Any) -> AbstractCoupling:
+    """A coupling by name, e.g. `get("sinkhorn", epsilon=0.1)`.
+
+    Names: `independent`, `exact_ot`, `sinkhorn`, `unbalanced`, `partial`,
+    `stable_matching`, `conditional` (its `base` may be a name too:
+    `get("conditional", base="exact_ot")`).
+    """
+    if name not in _NAMED:
+        raise ValueError(
+            f"unknown coupling {name!r}; expected one of {sorted(_NAMED)}."
+        )
+    try:
+        return _NAMED[name](**kwargs)
+    except TypeError as err:
+        raise TypeError(f"coupling {name!r}: {err}") from None

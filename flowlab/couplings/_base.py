@@ -1,0 +1,136 @@
+"""The coupling interfaces, the independent coupling and shared row helpers."""
+
+import abc
+from typing import Any, ClassVar
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, Int, PRNGKeyArray, PyTree
+from ott.geometry import costs, pointcloud
+
+__all__ = [
+    "AbstractCostCoupling",
+    "AbstractCoupling",
+    "Independent",
+    "batch_size",
+    "independent",
+    "points",
+    "take_rows",
+]
+
+
+def batch_size(tree: PyTree, name: str) -> int:
+    """The leading size shared by every leaf of `tree` (checked at trace time)."""
+    leaves = jax.tree_util.tree_leaves(tree)
+    if not leaves:
+        raise ValueError(f"{name} has no arrays; pass a batch (n, ...) or a pytree.")
+    shapes = [jnp.shape(leaf) for leaf in leaves]
+    if any(len(shape) == 0 for shape in shapes):
+        raise ValueError(
+            f"every leaf of {name} needs a leading batch axis, got shapes {shapes}."
+        )
+    sizes = {shape[0] for shape in shapes}
+    if len(sizes) != 1:
+        raise ValueError(
+            f"the leaves of {name} must share the batch size (rows move together), "
+            f"got shapes {shapes}."
+        )
+    return sizes.pop()
+
+
+def points(tree: PyTree, name: str) -> Float[Array, "n d"]:
+    """The first leaf of `tree`, flattened per row: what the cost reads."""
+    first = jnp.asarray(jax.tree_util.tree_leaves(tree)[0])
+    if not jnp.issubdtype(first.dtype, jnp.floating):
+        raise TypeError(
+            f"the first leaf of {name} holds the points the cost compares and must "
+            f"be floating point, got {first.dtype}; put points first, e.g. "
+            f"(points, labels)."
+        )
+    return first.reshape(first.shape[0], -1)
+
+
+def take_rows(tree: PyTree, rows: Int[Array, " k"] | None) -> PyTree:
+    """Rows `rows` of every leaf (all of them, unchanged, when `rows` is None)."""
+    if rows is None:
+        return tree
+    return jax.tree_util.tree_map(lambda leaf: jnp.take(leaf, rows, axis=0), tree)
+
+
+class AbstractCoupling(eqx.Module):
+    """A re-pairing of a minibatch: `coupling(key, x0, x1) -> (x0, x1)`.
+
+    `x0` and `x1` are arrays `(n, ...)` or pytrees whose leaves share the batch axis
+    (e.g. `(points, cond)`, where `cond` may be `None`); rows move together.
+    """
+
+    @abc.abstractmethod
+    def __call__(
+        self, key: PRNGKeyArray, x0: PyTree, x1: PyTree
+    ) -> tuple[PyTree, PyTree]:
+        """Return the re-paired `(x0, x1)`: row `k` of each output is a pair."""
+
+
+class AbstractCostCoupling(AbstractCoupling):
+    r"""A coupling computed from the cost matrix $C_{ij} = c(x_0^i, x_1^j)$.
+
+    The cost reads the first leaf of `x0` and of `x1`, flattened per row, through an
+    ott-jax `CostFn` (`costs.SqEuclidean()` unless given). Subclasses implement
+    `pair`, from the cost matrix to row indices; `+inf` entries are forbidden pairs
+    (the conditional coupling relies on this).
+    """
+
+    cost_fn: eqx.AbstractVar[costs.CostFn]
+    square: ClassVar[bool] = True  # whether x0 and x1 need the same number of rows
+
+    @abc.abstractmethod
+    def pair(
+        self, key: PRNGKeyArray, cost: Float[Array, "n m"]
+    ) -> tuple[Int[Array, " k"] | None, Int[Array, " k"]]:
+        """Rows `(i, j)`: pair `k` is `(x0[i[k]], x1[j[k]])`; `i=None` keeps x0."""
+
+    def cost_matrix(self, x0: PyTree, x1: PyTree) -> Float[Array, "n m"]:
+        """The cost between every row of `x0` and every row of `x1`."""
+        y0, y1 = points(x0, "x0"), points(x1, "x1")
+        if y0.shape[1] != y1.shape[1]:
+            raise ValueError(
+                f"the points of x0 and x1 must have the same size per row, got "
+                f"x0 {y0.shape} and x1 {y1.shape} (flattened)."
+            )
+        dtype = jnp.result_type(y0, y1)
+        cloud = pointcloud.PointCloud(
+            y0.astype(dtype), y1.astype(dtype), cost_fn=self.cost_fn
+        )
+        return cloud.cost_matrix
+
+    def check_sizes(self, x0: PyTree, x1: PyTree) -> None:
+        """Raise at trace time when the batch sizes do not suit this coupling."""
+        n0, n1 = batch_size(x0, "x0"), batch_size(x1, "x1")
+        if self.square and n0 != n1:
+            shapes = [jnp.shape(leaf) for leaf in jax.tree_util.tree_leaves(x0)]
+            others = [jnp.shape(leaf) for leaf in jax.tree_util.tree_leaves(x1)]
+            raise ValueError(
+                f"{type(self).__name__} pairs every row once, so x0 and x1 need the "
+                f"same number of rows, got x0 {shapes} and x1 {others}."
+            )
+
+    def __call__(
+        self, key: PRNGKeyArray, x0: PyTree, x1: PyTree
+    ) -> tuple[PyTree, PyTree]:
+        self.check_sizes(x0, x1)
+        rows0, rows1 = self.pair(key, self.cost_matrix(x0, x1))
+        return take_rows(x0, rows0), take_rows(x1, rows1)
+
+
+class Independent(AbstractCoupling):
+    """The independent coupling: rows stay as drawn (I-CFM)."""
+
+    def __call__(self, key: PRNGKeyArray, x0: Any, x1: Any) -> tuple[Any, Any]:
+        del key
+        return x0, x1
+
+
+def independent() -> Independent:
+    r"""The independent coupling $\pi = p_0 \otimes p_1$: pairs stay as drawn."""
+    return Independent()

@@ -1,0 +1,92 @@
+"""Every coupling: the contract (rows, shapes, pytrees), `get`, immutability, jit."""
+
+import coupling_cases as cases
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import flowlab as fl
+from flowlab import couplings, data, models, paths, schedules
+from flowlab.training import init_state, make_train_step
+
+NAMES = sorted(cases.ALL_COUPLINGS)
+run = jax.jit(lambda coupling, key, x0, x1: coupling(key, x0, x1))
+
+
+def _rows(x):
+    return {tuple(row) for row in np.asarray(x).round(12)}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_contract(name, key):
+    """Pairs are rows of the inputs, `cond` travels with `x1`, `None` passes."""
+    coupling, square = cases.ALL_COUPLINGS[name]
+    assert isinstance(coupling, couplings.AbstractCoupling)
+    x0, x1 = (jnp.asarray(a) for a in cases.batch("moons_normal", 16, 51))
+    cond = x1[:, :1] * 2.0  # a function of the row, to check it moved with it
+    y0, (y1, moved, none) = run(coupling, key, x0, (x1, cond, None))
+    assert none is None
+    assert y0.shape == x0.shape
+    assert y1.shape == x1.shape
+    np.testing.assert_array_equal(moved, y1[:, :1] * 2.0)
+    assert _rows(y0) <= _rows(x0)
+    assert _rows(y1) <= _rows(x1)
+    if square:  # both marginals exactly preserved: each row once
+        assert _rows(y0) == _rows(x0)
+        assert _rows(y1) == _rows(x1)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_couplings_are_immutable_pytrees(name):
+    coupling, _ = cases.ALL_COUPLINGS[name]
+    assert isinstance(coupling, eqx.Module)
+    with pytest.raises(AttributeError):
+        coupling.anything = 1
+    leaves, tree = jax.tree_util.tree_flatten(coupling)
+    assert jax.tree_util.tree_unflatten(tree, leaves) == coupling
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["independent", "exact_ot", "sinkhorn", "unbalanced", "partial", "stable_matching"],
+)
+def test_get_by_name(name):
+    assert isinstance(couplings.get(name), couplings.AbstractCoupling)
+
+
+def test_get_passes_keyword_arguments():
+    coupling = couplings.get("sinkhorn", epsilon=0.3, hard=True)
+    assert coupling.epsilon == 0.3
+    assert coupling.hard
+
+
+def test_get_rejects_unknown_names_and_arguments():
+    with pytest.raises(ValueError, match="unknown coupling 'psychic'"):
+        couplings.get("psychic")
+    with pytest.raises(TypeError, match="coupling 'exact_ot'"):
+        couplings.get("exact_ot", epsilon=0.1)
+
+
+@pytest.mark.slow  # ~5 s; the 8-device suite runs a train step with a coupling
+def test_train_step_with_a_coupling_runs():
+    """`make_train_step` calls `coupling(key, x0, (x1, cond))` with `cond = None`."""
+    module = models.MLP(width=16, depth=2, activation="silu")
+    model_fn, params = models.init_model(module, jax.random.key(0), jnp.zeros(2))
+    loss = fl.FlowMatchingLoss(paths.AffinePath(schedules.cond_ot()))
+    opt = optax.adam(1e-3)
+    step = make_train_step(
+        model_fn,
+        loss,
+        opt,
+        source=data.Gaussian(2),
+        batch_size=32,
+        coupling=couplings.get("exact_ot"),
+    )
+    state, metrics = jax.jit(step)(
+        init_state(jax.random.key(1), params, opt), data.Moons()
+    )
+    assert np.isfinite(metrics["loss"])
+    assert int(state.step) == 1
