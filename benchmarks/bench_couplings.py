@@ -1,0 +1,263 @@
+"""Minibatch couplings: time per call and transport cost, beside POT's `ot.emd`.
+
+Each batch is x0 ~ N(0, I) and x1 ~ two moons (`flowlab.data.Moons`), 2-D, float32
+as users train. For every batch size every contender couples the same batch:
+
+- flowlab `exact_ot()` (float32 inputs: the assignment on 32-bit integers), and
+  again with x64 enabled on float64 copies (64-bit integers: exact to float64);
+- flowlab `sinkhorn(eps)` for two regularisations (pairs drawn from the plan, with
+  the number of Sinkhorn iterations), `stable_matching()`, `independent()`;
+- POT `ot.emd` (torchcfm's exact OT): the time includes building the float64 cost
+  matrix with `ot.dist` in numpy, as torchcfm does per batch.
+
+flowlab calls are jitted; the first call (trace + compile + one call) is reported
+apart from the median of the timed calls, which run interleaved with `ot.emd` so
+that both see the same machine load. The transport cost is the mean squared
+distance of the returned pairs, in float64; exact OT's must equal POT's.
+
+    python benchmarks/bench_couplings.py [--quick] [--out DIR] [--name NAME]
+"""
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from flowlab import couplings, data
+
+try:
+    from benchmarks import _common as common
+except ModuleNotFoundError:  # run as a script: benchmarks/ itself is on sys.path
+    import _common as common
+
+HERE = Path(__file__).resolve().parent
+EPSILONS = (0.05, 0.5)
+
+
+def settings(quick: bool) -> dict[str, Any]:
+    """Batch sizes, timed calls per size, and which contenders run where."""
+    if quick:
+        return {"sizes": [256, 512], "reps": 2, "big_reps": 1, "stable_max": 512}
+    return {
+        "sizes": [256, 512, 1024, 4096],
+        "reps": 9,
+        "big_reps": 3,
+        "stable_max": 4096,
+    }
+
+
+def batch(n: int) -> tuple[jax.Array, jax.Array]:
+    """The float32 batch `(x0, x1)` of size `n` (fixed keys)."""
+    x0 = data.Gaussian(2).sample(jax.random.key(n), n)
+    x1 = data.Moons().sample(jax.random.key(n + 1), n)
+    return x0, x1
+
+
+def pair_cost(y0, y1) -> float:
+    """Mean squared distance of the pairs, in float64."""
+    d = np.asarray(y0, np.float64) - np.asarray(y1, np.float64)
+    return float((d**2).sum(-1).mean())
+
+
+def flowlab_call(coupling, x0, x1, x64: bool = False):
+    """`(first_call_s, run, pairs)`: `run(units)` couples `units` times, blocking."""
+    key = jax.random.key(7)
+    fn = jax.jit(coupling)
+
+    def call():
+        if x64:
+            with jax.enable_x64(True):
+                return jax.block_until_ready(
+                    fn(key, np.asarray(x0, np.float64), np.asarray(x1, np.float64))
+                )
+        return jax.block_until_ready(fn(key, x0, x1))
+
+    start = time.perf_counter()
+    pairs = call()
+    first = time.perf_counter() - start
+
+    def run(units):
+        for _ in range(units):
+            call()
+
+    return first, run, pairs
+
+
+def pot_emd(ot, x0, x1):
+    """`(run, cost)` for `ot.emd` on float64 copies, the cost matrix built inside."""
+    a, b = np.asarray(x0, np.float64), np.asarray(x1, np.float64)
+    w = np.full(len(a), 1.0 / len(a))
+
+    def solve():
+        m = ot.dist(a, b)  # squared Euclidean, as torchcfm's OTPlanSampler
+        return m, ot.emd(w, w, m, numItermax=10_000_000)
+
+    m, plan = solve()
+
+    def run(units):
+        for _ in range(units):
+            solve()
+
+    return run, float((plan * m).sum())
+
+
+def bench_size(n: int, cfg: dict[str, Any], ot) -> dict[str, Any]:
+    """Every contender on one batch of size `n`."""
+    x0, x1 = batch(n)
+    reps = cfg["reps"] if n <= 1024 else cfg["big_reps"]
+    contenders: dict[str, Any] = {
+        "exact_ot": (couplings.exact_ot(), False),
+        "exact_ot_x64": (couplings.exact_ot(), True),
+        **{f"sinkhorn_{eps}": (couplings.sinkhorn(eps), False) for eps in EPSILONS},
+        "independent": (couplings.independent(), False),
+    }
+    if n <= cfg["stable_max"]:
+        contenders["stable_matching"] = (couplings.stable_matching(), False)
+    entries: dict[str, Any] = {}
+    runs = {}
+    for name, (coupling, x64) in contenders.items():
+        first, run, pairs = flowlab_call(coupling, x0, x1, x64)
+        entries[name] = {"first_call_s": first, "cost": pair_cost(*pairs)}
+        runs[name] = run
+        if name.startswith("sinkhorn"):
+            out, _ = jax.jit(coupling.solve)(x0, x1)
+            entries[name]["sinkhorn_iterations"] = int(out.n_iters)
+            entries[name]["converged"] = bool(out.converged)
+    if ot is not None:
+        runs["pot_emd"], emd_cost = pot_emd(ot, x0, x1)
+        entries["pot_emd"] = {"first_call_s": None, "cost": emd_cost}
+    timings = common.time_interleaved(runs, dict.fromkeys(runs, 1), reps)
+    for name, timing in timings.items():
+        entries[name]["timing"] = timing
+    if ot is not None:
+        for name in ("exact_ot", "exact_ot_x64"):
+            entries[name]["rel_diff_to_emd"] = entries[name]["cost"] / emd_cost - 1
+            entries[name]["emd_over_flowlab"] = (
+                timings["pot_emd"]["median"] / timings[name]["median"]
+            )
+    return {"n": n, "reps": reps, "contenders": entries}
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    """The whole couplings benchmark; a JSON-ready dict."""
+    cfg = settings(quick)
+    ot, reason = common.optional_module("ot")
+    result: dict[str, Any] = {
+        "settings": cfg,
+        "data": "x0 ~ N(0, I_2), x1 ~ flowlab.data.Moons(); float32",
+        "pot": getattr(ot, "__version__", None),
+        "pot_skipped": None if ot is not None else f"POT not importable ({reason})",
+        "sizes": [],
+    }
+    for n in cfg["sizes"]:
+        print(f"  n = {n}", file=sys.stderr, flush=True)
+        result["sizes"].append(bench_size(n, cfg, ot))
+    return result
+
+
+LABELS = {
+    "exact_ot": "flowlab exact_ot (float32)",
+    "exact_ot_x64": "flowlab exact_ot (x64)",
+    "sinkhorn_0.05": "flowlab sinkhorn ε=0.05",
+    "sinkhorn_0.5": "flowlab sinkhorn ε=0.5",
+    "stable_matching": "flowlab stable_matching",
+    "independent": "flowlab independent",
+    "pot_emd": "POT ot.emd (+ ot.dist)",
+}
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The couplings table in markdown."""
+    headers = [
+        "n",
+        "coupling",
+        "first call (s)",
+        "per call, ms (best)",
+        "pair cost",
+        "vs emd cost",
+        "emd time / this",
+        "notes",
+    ]
+    rows = []
+    for size in result["sizes"]:
+        for name, label in LABELS.items():
+            if name not in size["contenders"]:
+                continue
+            e = size["contenders"][name]
+            t = e["timing"]
+            first = e["first_call_s"]
+            notes = ""
+            if "sinkhorn_iterations" in e:
+                notes = f"{e['sinkhorn_iterations']} iterations"
+                notes += "" if e["converged"] else " (not converged)"
+            rel = e.get("rel_diff_to_emd")
+            ratio = e.get("emd_over_flowlab")
+            rows.append(
+                [
+                    size["n"],
+                    label,
+                    "–" if first is None else f"{first:.2f}",
+                    f"{common.fmt(1e3 * t['median'])} ({common.fmt(1e3 * t['best'])})",
+                    f"{e['cost']:.6f}",
+                    "–" if rel is None else f"{rel:+.1e}",
+                    "–" if ratio is None else f"{ratio:.2f}×",
+                    notes,
+                ]
+            )
+    parts = [
+        "#### Minibatch couplings (N(0, I) → moons, 2-D)",
+        "",
+        f"Median of {result['settings']['reps']} interleaved calls "
+        f"({result['settings']['big_reps']} at n = 4096); pair cost = mean squared "
+        "distance of the returned pairs.",
+        "",
+        common.markdown_table(headers, rows),
+    ]
+    if result["pot_skipped"]:
+        parts += ["", f"POT columns skipped: {result['pot_skipped']}."]
+    if result["settings"]["stable_max"] < max(result["settings"]["sizes"]):
+        parts += [
+            "",
+            "stable_matching is skipped above n = "
+            f"{result['settings']['stable_max']} in this mode.",
+        ]
+    return "\n".join(parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smoke run, < 30 s")
+    parser.add_argument("--out", default=str(HERE / "results"), help="results folder")
+    parser.add_argument("--name", help="file stem (default couplings_<backend>)")
+    args = parser.parse_args(argv)
+    name = args.name or f"couplings_{jax.default_backend()}"
+    if args.quick and not args.name:
+        name += "-quick"
+    start = time.perf_counter()
+    machine = common.machine_info()
+    result = run(args.quick)
+    machine["load_average_end"] = common.load_average()
+    result.update(
+        name=name, quick=args.quick, machine=machine, wall_s=time.perf_counter() - start
+    )
+    table = markdown(result)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    header = (
+        f"### {name} — {'quick (smoke) run' if args.quick else 'full run'}, "
+        f"{result['wall_s']:.0f} s, {machine['cpu']} ({machine['cores']} cores), "
+        f"load {machine['load_average_start']} → {machine['load_average_end']}\n\n"
+    )
+    (out / f"{name}.md").write_text(header + table + "\n")
+    print(header + table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
