@@ -50,7 +50,7 @@ __all__ = ["linear_assignment"]
 
 THETA = 16  # ε shrinks by this factor per phase
 TAIL = 8  # free rows each phase leaves to shortest augmenting paths
-LADDER = (16, 64, 256)  # compacted bidding rounds: row counts, each at most n / 8
+LADDER = (16, 64, 256)  # compacted bidding rounds: row counts, each at most n / 16
 M64 = 2**40
 EPS0 = 64  # the first phase has ε = C / EPS0
 
@@ -88,6 +88,7 @@ def _quantise(cost: Float[Array, "n n"]) -> _Problem:
     n = cost.shape[0]
     dtype = jax.dtypes.canonicalize_dtype(jnp.int64)  # int32 unless x64 is on
     lim = jnp.iinfo(dtype).max
+    cost = cost.astype(jnp.promote_types(cost.dtype, jnp.float32))  # not bf16
     allowed = jnp.isfinite(cost)
     blocks = ~jnp.all(allowed)
     # headroom: prices stay within 3C of their minimum, forbidden pairs sit at -lim/4
@@ -155,12 +156,12 @@ def _round(prob: _Problem, s: _State, scan: bool) -> _State:
     """One Jacobi bidding round of every free row (compacted when few are free)."""
     n = prob.a.shape[0]
     low = _low(prob.a.dtype)
-    ladder = [k for k in LADDER if k <= n // 8]
+    ladder = [k for k in LADDER if k <= n // 16]
     full = _bid_all_scan if scan else _bid_all_rows
 
     def settle(bids):
         rows, valid, j1, v1, v2 = bids
-        v2 = jnp.maximum(v2, v1 - prob.span - s.eps)  # a lone allowed column
+        v2 = jnp.maximum(v2, v1 - prob.span - s.eps)  # if the second is forbidden
         bid = jnp.where(valid, s.prices[j1] + v1 - v2 + s.eps, low)
         best = jnp.full(n, low, prob.a.dtype).at[j1].max(bid)
         win = (

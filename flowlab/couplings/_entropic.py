@@ -34,17 +34,17 @@ class EntropicOT(AbstractCostCoupling):
     1$, with ott-jax's $\tau = \rho / (\rho + \varepsilon)$. It is computed by
     `ott.solvers.linear.sinkhorn.Sinkhorn` on a `LinearProblem` over the cost
     matrix, and $\log\pi_{ij} = (f_i + g_j - C_{ij})/\varepsilon$ from the dual
-    potentials. With `mass` $= s < 1$ the plan is partial: the least-cost plan (with
-    the same entropy) that moves mass $s$ with $\pi\mathbf{1} \le a$,
+    potentials. With `mass` $= s < 1$ the plan is partial: it minimises the same
+    entropic objective over plans of total mass $s$ with $\pi\mathbf{1} \le a$,
     $\pi^\top\mathbf{1} \le b$, solved as a balanced problem with one dummy point on
-    each side holding mass $1 - s$ (Chapel et al. 2020): the rows that are costly to
-    transport are left out.
+    each side holding mass $1 - s$ at zero cost to the real points (Chapel et al.
+    2020): the rows that are costliest to transport are left out.
 
     Sampling: `hard=False` draws `n` pairs $(i, j) \sim \pi / \pi(\mathbf{1})$ with
     replacement (torchcfm's `OTPlanSampler`), so marginals hold in expectation.
     `hard=True` (balanced only) draws a permutation instead: the rows in a random
     order each take a still-free column $j$ with probability proportional to
-    $\pi_{ij}$ (Gumbel-max). Both marginals are then exact and the pairs follow the
+    $\pi_{ij}$. Both marginals are then exact and the pairs follow the
     plan; as $\varepsilon \to 0$ it tends to the optimal permutation.
 
     Attributes:
@@ -141,18 +141,38 @@ class EntropicOT(AbstractCostCoupling):
         _, logits = self.solve_cost(cost)
         if not self.hard:  # a row from the row marginals, then a column given it
             k_row, k_col = jax.random.split(key)
-            rows = jax.random.categorical(k_row, logsumexp(logits, axis=1), shape=(n,))
-            return rows, jax.random.categorical(k_col, logits[rows], axis=1)
-        k_order, k_gumbel = jax.random.split(key)
+            rows = _draw(_uniform(k_row, (n,), logits.dtype), logsumexp(logits, axis=1))
+            return rows, _draw(_uniform(k_col, (n,), logits.dtype), logits[rows])
+        k_order, k_draw = jax.random.split(key)
         order = jax.random.permutation(k_order, n)
-        scores = logits + jax.random.gumbel(k_gumbel, logits.shape, logits.dtype)
+        u = _uniform(k_draw, (n,), logits.dtype)
 
-        def take(used, row):
-            j = jnp.argmax(jnp.where(used, -jnp.inf, scores[row]))
+        def take(used, step):
+            row, u_row = step
+            j = _draw(u_row, jnp.where(used, -jnp.inf, logits[row]))
             return used.at[j].set(True), j
 
-        _, cols = lax.scan(take, jnp.zeros(m, bool), order)
+        _, cols = lax.scan(take, jnp.zeros(m, bool), (order, u))
         return None, jnp.zeros(n, cols.dtype).at[order].set(cols)
+
+
+def _uniform(key: PRNGKeyArray, shape: tuple[int, ...], dtype) -> Array:
+    """Uniforms in (0, 1): one per draw (Gumbel noise would need one per category)."""
+    return jax.random.uniform(key, shape, dtype, minval=jnp.finfo(dtype).tiny)
+
+
+def _draw(u: Float[Array, "*k"], logits: Float[Array, "*k m"]) -> Int[Array, "*k"]:
+    """Categorical draws by inverting the CDF of `softmax(logits)` at `u`.
+
+    `logits` is one distribution `(m,)` for every `u`, or one row per `u`.
+    """
+    m = logits.shape[-1]
+    cdf = jnp.cumsum(jax.nn.softmax(logits, axis=-1), axis=-1)
+    if logits.ndim == 1:
+        index = jnp.searchsorted(cdf, u * cdf[-1], side="right")
+    else:
+        index = jnp.sum(cdf < (u * cdf[:, -1])[:, None], axis=-1)
+    return jnp.minimum(index, m - 1).astype(jnp.int32)
 
 
 def _kw(cost_fn, threshold, max_iterations):
