@@ -31,6 +31,7 @@ from hypothesis import strategies as st
 
 import flowlab
 from flowlab import paths
+from flowlab.sampling import interpolant_sde
 
 KEY = jax.random.key(0)  # for hypothesis tests (function-scoped fixtures are not)
 
@@ -478,53 +479,55 @@ def _check_gaussian(x, m, var):
 
 SDE_CASES = [c for c in CASES if c.name in ("linear_quadratic", "schrodinger_bridge")]
 SDE_CASES += [c for c in CASES if c.name in ("encoding_decoding", "one_sided")]
+SDE_EPSILONS = (0.0, 0.5, 1.0)
 
 
 @pytest.mark.parametrize("case", SDE_CASES, ids=str)
 def test_sde_family_reproduces_marginals(case, key):
-    """Euler-Maruyama on dX = (b + eps s) dt + sqrt(2 eps) dW matches N(m_t, V_t)
-    for eps = 0, 0.5, 1.
+    """`flowlab.sample_sde` on `interpolant_sde(b, s, eps)`, the exact b and score,
+    matches N(m_t, V_t) at t = 0.5 and 1 for eps = 0, 0.5, 1.
 
-    Tolerance: Monte-Carlo error (Z SE of the sample moments against the exact
-    moments of the discretised chain, computed by the linear recursion
-    mean' = mean + h(m' + k (mean - m)), var' = (1 + h k)^2 var + 2 eps h), plus the
-    discretisation bias (recursion against the SDE's exact moments) bounded by
-    2e-2 V, measured at most 6e-3 V with 400 steps.
+    Euler-Maruyama with 400 equal steps. Tolerance: Monte-Carlo error (Z SE of the
+    sample moments against the exact moments of the discretised chain, computed by
+    the linear recursion mean' = mean + h(m' + k (mean - m)), var' = (1 + h k)^2 var
+    + 2 eps h with the drift b + eps s = m' + k (x - m), k = (V'/2 - eps) / V),
+    plus the discretisation bias (recursion against the SDE's exact moments)
+    bounded by 2e-2 V, measured at most 6e-3 V with 400 steps.
     """
     n, steps = 4000, 400
     h = 1.0 / steps
-    eps = jnp.array([0.0, 0.5, 1.0])
     x0, _ = _draw(key, n)
+
+    def b_fn(t, x, args):
+        return exact_fields(case, t, x)[0]
+
+    def score_fn(t, x, args):
+        return exact_fields(case, t, x)[2]
+
     ts = jnp.arange(steps) * h
-    m_all, v_all, dm_all, dv_all, _ = jax.vmap(lambda t: _moments(case, t))(ts)
-    # drift b + eps s = m' + k (x - m), k = (V'/2 - eps) / V, per eps and step
-    k_all = (0.5 * dv_all[:, None] - eps[None]) / v_all[:, None]
-
-    @jax.jit
-    def simulate(noise):
-        def step(x, inputs):  # x: (eps, n, 2)
-            m, dm, k, xi = inputs
-            drift = dm[None, None] + k[:, None, None] * (x - m[None, None])
-            diffusion = jnp.sqrt(2 * eps * h)[:, None, None]
-            x = x + h * drift + diffusion * xi
-            return x, x
-
-        start = jnp.broadcast_to(x0, (3, n, 2))
-        return jax.lax.scan(step, start, (m_all, dm_all, k_all, noise))[1]
-
-    xs = simulate(jax.random.normal(jax.random.fold_in(key, 1), (steps, 3, n, 2)))
-    # Exact moments of the Euler-Maruyama chain (per coordinate), and the truth.
-    m_true, v_true = jax.vmap(lambda t: _moments(case, t)[:2])(ts + h)
-    m_all, dm_all, k_all = (np.asarray(a) for a in (m_all, dm_all, k_all))
-    chain_mean, chain_var = np.zeros((3, 2)), np.ones(3)
-    for i in range(steps):
-        step_mean = dm_all[i][None] + k_all[i][:, None] * (chain_mean - m_all[i][None])
-        chain_mean = chain_mean + h * step_mean
-        chain_var = (1 + h * k_all[i]) ** 2 * chain_var + 2 * np.asarray(eps) * h
-        if i + 1 in (steps // 2, steps):
-            m, var = np.asarray(m_true[i]), float(v_true[i])
-            for e in range(3):
-                info = (float(eps[e]), (i + 1) * h)
-                assert np.max(np.abs(chain_mean[e] - m)) <= 2e-2 * var, info
-                assert abs(chain_var[e] - var) <= 2e-2 * var, info
-                _check_gaussian(xs[i, e], chain_mean[e], chain_var[e])
+    m_all, v_all, dm_all, dv_all, _ = (
+        np.asarray(a) for a in jax.vmap(lambda t: _moments(case, t))(ts)
+    )
+    m_true, v_true = (
+        np.asarray(a) for a in jax.vmap(lambda t: _moments(case, t)[:2])(ts + h)
+    )
+    for e, eps in enumerate(SDE_EPSILONS):
+        # The same b_fn and score_fn each time: one compiled solve per case.
+        sde = interpolant_sde(b_fn, score_fn, eps)
+        out = flowlab.sample_sde(
+            jax.random.fold_in(key, e), *sde, x0, steps=steps, save_trajectory=3
+        )
+        np.testing.assert_allclose(out.ts, [0.0, 0.5, 1.0], atol=F64)
+        k_all = (0.5 * dv_all - eps) / v_all
+        chain_mean, chain_var = np.zeros(2), 1.0
+        for i in range(steps):
+            step_mean = dm_all[i] + k_all[i] * (chain_mean - m_all[i])
+            chain_mean = chain_mean + h * step_mean
+            chain_var = (1 + h * k_all[i]) ** 2 * chain_var + 2 * eps * h
+            if i + 1 in (steps // 2, steps):
+                m, var = m_true[i], float(v_true[i])
+                info = (eps, (i + 1) * h)
+                assert np.max(np.abs(chain_mean - m)) <= 2e-2 * var, info
+                assert abs(chain_var - var) <= 2e-2 * var, info
+                saved = 1 if i + 1 == steps // 2 else 2
+                _check_gaussian(out.trajectory[saved], chain_mean, chain_var)
