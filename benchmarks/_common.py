@@ -23,6 +23,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from flowlab.training import retain_freed_memory
+
+# As `flowlab train` does: XLA's CPU temporaries are malloc'd on every call, and
+# glibc would otherwise unmap or trim them on free (~25% of a large CPU step in
+# page faults). It is process-wide, so the PyTorch peers run under it too.
+MALLOC_RETAINS_FREED = retain_freed_memory()
+
 __all__ = [
     "Timing",
     "Usage",
@@ -264,6 +271,7 @@ def machine_info(torch: Any = None) -> dict[str, Any]:
             if key.startswith(_ENV_PREFIXES)
         },
         "numpy": np.__version__,
+        "malloc_retains_freed_memory": MALLOC_RETAINS_FREED,
         "load_average_start": load_average(),
     }
     for name in ("flax", "optax", "diffrax", "flowlab"):

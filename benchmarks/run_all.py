@@ -1,13 +1,15 @@
 """Run every flowlab benchmark and write `benchmarks/results/<name>.{json,md}`.
 
     bash benchmarks/install_peers.sh        # optional: the PyTorch peers
-    python benchmarks/run_all.py            # full run, ~5-10 min on 2 CPU cores
+    python benchmarks/run_all.py            # full run, ~10-15 min on 2 CPU cores
     python benchmarks/run_all.py --quick    # smoke run, under a minute
     python -m benchmarks.run_all --no-torch # flowlab alone
 
 The JSON holds every raw timing with the machine's description and the date; the
 markdown holds the tables. `--update-readme` also pastes the tables into
-`benchmarks/README.md` between its results markers.
+`benchmarks/README.md` between its results markers. The device-count benchmark
+(`bench_devices.py`, subprocesses with simulated devices) and the [SF]²M table
+(`sf2m_table2.py`, hours) run on their own.
 """
 
 import argparse
@@ -19,14 +21,20 @@ from typing import Any
 
 try:
     from benchmarks import _common as common
-    from benchmarks import bench_sampling, bench_train
+    from benchmarks import bench_couplings, bench_sampling, bench_train
 except ModuleNotFoundError:  # run as a script: benchmarks/ itself is on sys.path
     import _common as common
+    import bench_couplings
     import bench_sampling
     import bench_train
 
 HERE = Path(__file__).resolve().parent
-BENCHES = {"train": bench_train, "sampling": bench_sampling}
+BENCHES = {
+    "train": bench_train,
+    "sampling": bench_sampling,
+    "couplings": bench_couplings,
+}
+USES_TORCH = ("train", "sampling")  # couplings' peer is POT
 README_START = "<!-- results:start -->"
 README_END = "<!-- results:end -->"
 
@@ -48,6 +56,7 @@ def machine_table(info: dict[str, Any]) -> str:
         ("torchdiffeq", "torchdiffeq"),
         ("torchcfm", "torchcfm"),
         ("xla_flags", "XLA_FLAGS"),
+        ("malloc_retains_freed_memory", "malloc keeps freed memory (mallopt)"),
         ("load_average_start", "load average at start (1/5/15 min)"),
         ("load_average_end", "load average at end"),
     ]
@@ -115,9 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     for bench_name in args.only or list(BENCHES):
         print(f"running {bench_name} ...", file=sys.stderr, flush=True)
         bench_start = time.perf_counter()
-        results[bench_name] = BENCHES[bench_name].run(
-            quick=args.quick, no_torch=args.no_torch
-        )
+        kwargs = {"no_torch": args.no_torch} if bench_name in USES_TORCH else {}
+        results[bench_name] = BENCHES[bench_name].run(quick=args.quick, **kwargs)
         results[bench_name]["wall_s"] = time.perf_counter() - bench_start
     results["wall_s"] = time.perf_counter() - start
     info["load_average_end"] = common.load_average()

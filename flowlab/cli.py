@@ -245,6 +245,10 @@ def main(argv: list[str] | None = None) -> int:
         "info": _info,
         "bench": _bench,
     }
+    if args.command in ("train", "sample", "eval"):
+        from .training.allocator import retain_freed_memory
+
+        retain_freed_memory()  # XLA's CPU temporaries are malloc'd on every call
     try:
         return handlers[args.command](args)
     except KeyboardInterrupt as err:

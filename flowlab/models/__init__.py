@@ -11,9 +11,16 @@ import flax.linen as nn
 import jax.numpy as jnp
 from jaxtyping import Array, PRNGKeyArray, PyTree
 
-from .mlp import ACTIVATIONS, MLP, sinusoidal_embedding
+from .mlp import ACTIVATIONS, MLP, selu, sinusoidal_embedding
 
-__all__ = ["ACTIVATIONS", "MLP", "apply_fn", "init_model", "sinusoidal_embedding"]
+__all__ = [
+    "ACTIVATIONS",
+    "MLP",
+    "apply_fn",
+    "init_model",
+    "selu",
+    "sinusoidal_embedding",
+]
 
 
 def apply_fn(module: nn.Module):

@@ -7,10 +7,26 @@ import flax.linen as nn
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
-__all__ = ["ACTIVATIONS", "MLP", "sinusoidal_embedding"]
+__all__ = ["ACTIVATIONS", "MLP", "selu", "sinusoidal_embedding"]
+
+_SELU_ALPHA = 1.6732632423543772848170429916717
+_SELU_SCALE = 1.0507009873554804934193349852946
+
+
+def selu(x: Array) -> Array:
+    r"""SELU, $\lambda x$ for $x > 0$ and $\lambda\alpha(e^x - 1)$ otherwise.
+
+    The same function as `jax.nn.selu`, written with `exp` instead of `expm1`:
+    XLA's CPU `expm1` is about twice as slow as `exp` (5–9% of a small 2-D model's
+    training step), and `exp(x) - 1` is accurate to float32 rounding in absolute
+    terms, which is what an activation needs.
+    """
+    negative = _SELU_ALPHA * (jnp.exp(jnp.minimum(x, 0)) - 1)
+    return _SELU_SCALE * jnp.where(x > 0, x, negative)
+
 
 ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
-    "selu": nn.selu,
+    "selu": selu,
     "silu": nn.silu,
     "gelu": nn.gelu,
     "relu": nn.relu,

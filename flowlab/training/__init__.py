@@ -1,5 +1,6 @@
 """Training: the state, the pure jitted step, meshes, optimisers, checkpoints, `fit`."""
 
+from .allocator import retain_freed_memory
 from .checkpoint import (
     CheckpointCorruptWarning,
     Checkpointer,
@@ -44,6 +45,7 @@ __all__ = [
     "put_global",
     "replicated",
     "restore_checkpoint",
+    "retain_freed_memory",
     "split_batch",
     "state_sharding",
     "to_local",

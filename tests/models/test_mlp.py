@@ -160,3 +160,18 @@ def test_non_scalar_time_raises():
     model_fn, params = _init(models.MLP(width=8, depth=1), (2,))
     with pytest.raises(ValueError, match="t must be a scalar"):
         model_fn(params, jnp.zeros(4), jnp.zeros(2, jnp.float32))
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_selu_matches_jax_and_has_finite_gradients(dtype):
+    """flowlab's exp-based SELU equals `jax.nn.selu`, gradients too, even at 1e4."""
+    x = jnp.concatenate(
+        [jnp.linspace(-30, 30, 2001, dtype=dtype), jnp.asarray([1e4, -1e4], dtype)]
+    )
+    tol = 2 * float(jnp.finfo(dtype).eps)  # absolute: exp(x) - 1 near 0
+    np.testing.assert_allclose(models.selu(x), jax.nn.selu(x), rtol=tol, atol=tol)
+    grad = jax.vmap(jax.grad(models.selu))(x)
+    # jax's expm1 derivative is expm1(x) + 1, which rounds; exp(x) is exact-er
+    want = jax.vmap(jax.grad(jax.nn.selu))(x)
+    np.testing.assert_allclose(grad, want, rtol=tol, atol=2 * tol)
+    assert bool(jnp.all(jnp.isfinite(grad)))
