@@ -129,8 +129,11 @@ class Polynomial(AbstractSchedule):
     n: float
 
     def __check_init__(self):
-        if not self.n > 0:
-            raise ValueError(f"n must be positive, got {self.n}.")
+        if not self.n >= 1:
+            raise ValueError(
+                f"n must be >= 1, got {self.n}: for n < 1 the velocity "
+                "d_alpha = n t^(n-1) is infinite at t = 0, where sampling starts."
+            )
 
     def __call__(self, t: _Scalar) -> ScheduleOutput:
         t = _as_time(t)

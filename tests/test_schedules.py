@@ -168,8 +168,9 @@ def test_get_unknown_name_raises():
     [
         (lambda: schedules.lipman_ot(-0.1), "sigma_min"),
         (lambda: schedules.lipman_ot(1.0), "sigma_min"),
-        (lambda: schedules.polynomial(0.0), "n must be positive"),
-        (lambda: schedules.polynomial(-1.0), "n must be positive"),
+        (lambda: schedules.polynomial(0.0), "n must be >= 1"),
+        (lambda: schedules.polynomial(-1.0), "n must be >= 1"),
+        (lambda: schedules.polynomial(0.5), "infinite at t = 0"),
         (lambda: schedules.vp(beta_min=0.0), "beta_min"),
         (lambda: schedules.vp(beta_min=5.0, beta_max=1.0), "beta_min <= beta_max"),
         (lambda: schedules.ve(-0.01, 5.0), "sigma_min"),

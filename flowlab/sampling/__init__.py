@@ -1,16 +1,9 @@
 """Sampling and scoring with diffrax: ODE integration and log-likelihoods."""
 
 from .likelihood import log_likelihood, standard_normal_log_prob
+from .marginal_sdes import interpolant_sde, reverse_diffusion_sde
 from .ode import ODESolution, sample_ode
-from .sde import (
-    SDE,
-    SDE_SOLVERS,
-    SDESolution,
-    get_sde_solver,
-    interpolant_sde,
-    reverse_diffusion_sde,
-    sample_sde,
-)
+from .sde import SDE, SDE_SOLVERS, SDESolution, get_sde_solver, sample_sde
 from .solvers import ADAPTIVE, ODE_SOLVERS, RK4, evaluations_per_step, get_ode_solver
 
 __all__ = [

@@ -23,10 +23,11 @@ _rk4_tableau = diffrax.ButcherTableau(
 
 
 class RK4(diffrax.AbstractERK):
-    """The classical fourth-order Runge-Kutta method (4 stages).
+    r"""The classical fourth-order Runge-Kutta method (4 stages).
 
-    The embedded error estimate (against explicit Euler) is only first order; use it
-    with a constant step size.
+    The embedded error estimate compares the RK4 step with $y_0 + h k_4$ (a step
+    along the last stage's slope), which is only first order: use RK4 with a
+    constant step size.
     """
 
     tableau: ClassVar[diffrax.ButcherTableau] = _rk4_tableau
