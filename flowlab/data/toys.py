@@ -63,15 +63,19 @@ class Gaussian(AbstractSampler):
         )
 
 
-class EightGaussians(AbstractSampler):
-    """Eight Gaussians on a circle (torchcfm's `sample_8gaussians`)."""
-
-    radius: float = 5.0
-    variance: float = 0.1
+class _Planar(AbstractSampler):
+    """A distribution on the plane: samples of shape `(2,)`."""
 
     @property
     def event_shape(self) -> tuple[int, ...]:
         return (2,)
+
+
+class EightGaussians(_Planar):
+    """Eight Gaussians on a circle (torchcfm's `sample_8gaussians`)."""
+
+    radius: float = 5.0
+    variance: float = 0.1
 
     def sample(self, key: PRNGKeyArray, n: int) -> Float[Array, "n 2"]:
         n = check_n(n)
@@ -85,14 +89,10 @@ class EightGaussians(AbstractSampler):
         return centres[mode] + std * jax.random.normal(k_noise, (n, 2))
 
 
-class Moons(AbstractSampler):
+class Moons(_Planar):
     """Two moons as torchdyn's `generate_moons(noise=0.2)`, then `3 x - 1`."""
 
     noise: float = 0.2
-
-    @property
-    def event_shape(self) -> tuple[int, ...]:
-        return (2,)
 
     def sample(self, key: PRNGKeyArray, n: int) -> Float[Array, "n 2"]:
         n = check_n(n)
@@ -107,14 +107,10 @@ class Moons(AbstractSampler):
         return 3 * x - 1
 
 
-class SCurve(AbstractSampler):
+class SCurve(_Planar):
     """scikit-learn's S-curve, coordinates (x, z), with Gaussian noise."""
 
     noise: float = 0.1
-
-    @property
-    def event_shape(self) -> tuple[int, ...]:
-        return (2,)
 
     def sample(self, key: PRNGKeyArray, n: int) -> Float[Array, "n 2"]:
         n = check_n(n)
@@ -124,12 +120,8 @@ class SCurve(AbstractSampler):
         return x + self.noise * jax.random.normal(k_noise, (n, 2))
 
 
-class Checkerboard(AbstractSampler):
+class Checkerboard(_Planar):
     """Uniform on the black squares of a 4x4 checkerboard spanning [-4, 4]^2."""
-
-    @property
-    def event_shape(self) -> tuple[int, ...]:
-        return (2,)
 
     def sample(self, key: PRNGKeyArray, n: int) -> Float[Array, "n 2"]:
         n = check_n(n)
@@ -140,14 +132,10 @@ class Checkerboard(AbstractSampler):
         return 2 * jnp.stack([x, y], axis=-1)
 
 
-class Spirals(AbstractSampler):
+class Spirals(_Planar):
     """Two interleaved spirals (one and a half turns each) with Gaussian noise."""
 
     noise: float = 0.1
-
-    @property
-    def event_shape(self) -> tuple[int, ...]:
-        return (2,)
 
     def sample(self, key: PRNGKeyArray, n: int) -> Float[Array, "n 2"]:
         n = check_n(n)
@@ -160,14 +148,10 @@ class Spirals(AbstractSampler):
         return x / 3 + self.noise * jax.random.normal(k_noise, (n, 2))
 
 
-class Rings(AbstractSampler):
+class Rings(_Planar):
     """Four concentric rings of radii 1, 2, 3, 4 with radial Gaussian noise."""
 
     noise: float = 0.08
-
-    @property
-    def event_shape(self) -> tuple[int, ...]:
-        return (2,)
 
     def sample(self, key: PRNGKeyArray, n: int) -> Float[Array, "n 2"]:
         n = check_n(n)
