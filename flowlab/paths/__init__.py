@@ -2,6 +2,7 @@
 
 from ._base import AbstractPath, PathSample
 from .affine import AffinePath
+from .constant_noise import ConstantNoisePath
 from .interpolants import (
     InterpolantCoefficients,
     QuadraticGamma,
@@ -25,6 +26,7 @@ from .multimarginal import MultimarginalInterpolant, MultimarginalSample
 __all__ = [
     "AbstractPath",
     "AffinePath",
+    "ConstantNoisePath",
     "InterpolantCoefficients",
     "MultimarginalInterpolant",
     "MultimarginalSample",

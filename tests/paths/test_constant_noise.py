@@ -1,0 +1,135 @@
+"""The constant-noise straight path: endpoints, ut = d mean / dt, noise, errors."""
+
+import helpers
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from flowlab import losses, paths
+
+# float64 identities: a few roundings of values up to ~3 (|x| <= 3, sigma <= 2).
+F64 = 1e-10
+
+
+def _mean(x0, x1, t):
+    return (1 - t) * x0 + t * x1
+
+
+@given(pair=helpers.pairs(), sigma=st.floats(0.0, 2.0), data=st.data())
+def test_interpolate_is_mean_plus_sigma_z(pair, sigma, data):
+    x0, x1 = pair
+    z = data.draw(helpers.arrays(np.float64, x0.shape))
+    t = data.draw(helpers.times((0.0, 1.0)))
+    ps = paths.ConstantNoisePath(sigma).interpolate(x0, x1, z, t)
+    np.testing.assert_allclose(ps.xt, _mean(x0, x1, t) + sigma * z, rtol=F64, atol=F64)
+    np.testing.assert_array_equal(ps.z, z)
+    np.testing.assert_array_equal(ps.x0, x0)
+    np.testing.assert_array_equal(ps.x1, x1)
+    assert ps.xt.shape == ps.ut.shape == x0.shape
+
+
+@given(pair=helpers.pairs(), sigma=st.floats(0.0, 2.0))
+def test_endpoint_means_are_x0_and_x1(pair, sigma):
+    # z = 0 gives the conditional mean: x0 at t = 0 and x1 at t = 1.
+    x0, x1 = pair
+    path = paths.ConstantNoisePath(sigma)
+    zero = np.zeros_like(x0)
+    np.testing.assert_allclose(path.interpolate(x0, x1, zero, 0.0).xt, x0, atol=F64)
+    np.testing.assert_allclose(path.interpolate(x0, x1, zero, 1.0).xt, x1, atol=F64)
+
+
+@given(pair=helpers.pairs(), sigma=st.floats(0.0, 2.0), data=st.data())
+def test_ut_is_time_derivative_of_the_mean(pair, sigma, data):
+    x0, x1 = pair
+    z = data.draw(helpers.arrays(np.float64, x0.shape))
+    t = jnp.float64(data.draw(helpers.times((0.0, 1.0))))
+    path = paths.ConstantNoisePath(sigma)
+    ps = path.interpolate(x0, x1, z, t)
+    _, d_mean = jax.jvp(lambda s: _mean(x0, x1, s), (t,), (jnp.ones_like(t),))
+    np.testing.assert_allclose(ps.ut, d_mean, rtol=F64, atol=F64)
+    # z is held fixed along the path, so ut is d xt / dt as well.
+    _, d_xt = jax.jvp(
+        lambda s: path.interpolate(x0, x1, z, s).xt, (t,), (jnp.ones_like(t),)
+    )
+    np.testing.assert_allclose(ps.ut, d_xt, rtol=F64, atol=F64)
+    np.testing.assert_allclose(ps.ut, x1 - x0, rtol=F64, atol=F64)
+
+
+def test_noise_std_by_monte_carlo(key):
+    # n = 200,000 draws at sigma = 0.3 around a fixed pair at t = 0.4: the sample
+    # mean has standard error 0.3 / sqrt(n) = 6.7e-4 per coordinate, the sample std
+    # about 0.3 / sqrt(2 n) = 4.7e-4; 5e-3 is over 7 standard errors, and the key is
+    # fixed, so the check is deterministic.
+    n, sigma, t = 200_000, 0.3, 0.4
+    x0, x1 = jnp.array([1.0, -2.0]), jnp.array([3.0, 0.5])
+    path = paths.ConstantNoisePath(sigma)
+    ps = jax.vmap(path.sample, in_axes=(0, None, None, None))(
+        jax.random.split(key, n), x0, x1, t
+    )
+    np.testing.assert_allclose(ps.xt.mean(0), _mean(x0, x1, t), atol=5e-3)
+    np.testing.assert_allclose(ps.xt.std(0), [sigma, sigma], atol=5e-3)
+    np.testing.assert_allclose(np.corrcoef(ps.xt.T)[0, 1], 0.0, atol=5e-3)
+    np.testing.assert_allclose(ps.xt, _mean(x0, x1, t)[None] + sigma * ps.z, atol=F64)
+
+
+def test_same_key_same_noise_and_float32_stays_float32(key):
+    path = paths.ConstantNoisePath(0.1)
+    x0 = jnp.zeros(3, jnp.float32)
+    x1 = jnp.ones(3, jnp.float32)
+    a = path.sample(key, x0, x1, jnp.float32(0.5))
+    b = path.sample(key, x0, x1, jnp.float32(0.5))
+    np.testing.assert_array_equal(a.xt, b.xt)
+    assert a.xt.dtype == a.ut.dtype == a.z.dtype == jnp.float32
+
+
+def test_sigma_zero_is_cond_ot_and_needs_no_key():
+    x0, x1 = jnp.array([1.0, 2.0]), jnp.array([-1.0, 0.0])
+    ps = paths.ConstantNoisePath(0.0).sample(None, x0, x1, 0.25)
+    np.testing.assert_allclose(ps.xt, _mean(x0, x1, 0.25), atol=F64)
+
+
+def test_traced_sigma_under_jit(key):
+    x0, x1 = jnp.zeros(2), jnp.ones(2)
+
+    @jax.jit
+    def xt(sigma):
+        return paths.ConstantNoisePath(sigma).sample(key, x0, x1, 0.5).xt
+
+    z = paths.ConstantNoisePath(1.0).sample(key, x0, x1, 0.5).z
+    np.testing.assert_allclose(xt(0.2), 0.5 + 0.2 * z, atol=F64)
+
+
+def test_works_with_the_velocity_loss(key):
+    loss = losses.FlowMatchingLoss(paths.ConstantNoisePath(0.1))
+    x0 = jax.random.normal(key, (8, 2))
+    x1 = x0 + 1.0
+    t, ps, target = loss.prepare(jax.random.key(1), x0, x1)
+    np.testing.assert_allclose(target, x1 - x0, atol=F64)
+    assert t.shape == (8,)
+    assert ps.z.shape == (8, 2)
+
+
+@pytest.mark.parametrize("sigma", [-0.1, -1, float("nan")])
+def test_bad_sigma_raises(sigma):
+    with pytest.raises(ValueError, match="sigma must be a number >= 0"):
+        paths.ConstantNoisePath(sigma)
+
+
+def test_non_scalar_sigma_raises():
+    with pytest.raises(ValueError, match="sigma must be a scalar"):
+        paths.ConstantNoisePath(jnp.ones(2))
+
+
+def test_missing_key_and_bad_shapes_raise():
+    path = paths.ConstantNoisePath(0.1)
+    with pytest.raises(ValueError, match="pass a PRNG key"):
+        path.sample(None, jnp.zeros(2), jnp.ones(2), 0.5)
+    with pytest.raises(ValueError, match="same event shape"):
+        path.sample(jax.random.key(0), jnp.zeros(2), jnp.ones(3), 0.5)
+    with pytest.raises(ValueError, match="t must be a scalar"):
+        path.sample(jax.random.key(0), jnp.zeros(2), jnp.ones(2), jnp.ones(2))
+    with pytest.raises(ValueError, match="z must have the event shape"):
+        path.interpolate(jnp.zeros(2), jnp.ones(2), jnp.zeros(3), 0.5)

@@ -1,0 +1,165 @@
+"""benchmarks/sf2m_table2.py: one tiny result per method, and the table builder."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks import sf2m_table2 as table2  # noqa: E402
+
+FIELDS = {
+    "task",
+    "method",
+    "seed",
+    "sigma",
+    "w2",
+    "npe",
+    "path_energy",
+    "w2_source_target",
+    "w2_backend",
+    "final_loss",
+    "skipped_steps",
+    "train_seconds",
+    "coupling_seconds",
+    "coupling_share",
+    "eval_seconds",
+    "steps",
+    "n_eval",
+    "machine",
+    "git",
+    "protocol",
+}
+
+
+def test_cells_and_published_values_cover_each_other():
+    cells = table2.cells()
+    assert len(cells) == 15
+    assert ("8gaussians_moons", "fm") not in cells  # FM needs a Gaussian source
+    assert set(cells) == set((t, m) for m, t in table2.PUBLISHED)
+    # Run order: every cheap method's cells before the next method's.
+    methods = [m for _, m in cells]
+    assert methods == sorted(methods, key=list(table2.METHODS).index)
+    assert table2.PUBLISHED["otcfm", "normal_moons"] == (0.130, 0.016, 0.083)
+    assert table2.PUBLISHED["icfm", "8gaussians_moons"] == (1.557, 0.407, 2.680)
+
+
+@pytest.mark.parametrize("method", ["icfm", "fm", "sbcfm", "otcfm"])
+def test_run_one_writes_a_complete_result(method, tmp_path):
+    # Tiny: 4 steps (2 fused calls of 2), 64 evaluation points, 2 timed couplings.
+    r = table2.run_one(
+        "normal_moons",
+        method,
+        3,
+        steps=4,
+        n_eval=64,
+        n_train=256,
+        out=tmp_path,
+        steps_per_call=2,
+        coupling_reps=2,
+        w2_backend="scipy",
+    )
+    file = table2.result_path(tmp_path, "normal_moons", method, 3)
+    on_disk = json.loads(file.read_text())
+    assert FIELDS <= set(on_disk)
+    assert on_disk["w2"] == r["w2"] > 0
+    assert on_disk["steps"] == 4
+    assert on_disk["n_eval"] == 64
+    assert on_disk["w2_backend"] == "scipy"
+    assert on_disk["sigma"] == (1.0 if method == "sbcfm" else 0.1)
+    assert 0 <= on_disk["npe"] < float("inf")
+    assert on_disk["coupling_share"] >= 0
+    assert (on_disk["coupling_seconds"] == 0) == (method in ("icfm", "fm"))
+    assert not list(tmp_path.glob(".*tmp"))  # written atomically, nothing left over
+
+
+def test_fm_has_no_data_source_cell():
+    with pytest.raises(ValueError, match="no cell"):
+        table2.run_one("8gaussians_moons", "fm", 0, steps=1, n_eval=4)
+
+
+def test_pot_and_scipy_agree():
+    pytest.importorskip("ot")
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(300, 2)), rng.normal(size=(300, 2)) + 1
+    pot, _ = table2.wasserstein2(x, y, "pot")
+    scipy, _ = table2.wasserstein2(x, y, "scipy")
+    assert abs(pot - scipy) < 1e-10  # both exact, float64
+
+
+def _fake(task, method, seed, w2, npe=0.05):
+    return {
+        "task": task,
+        "method": method,
+        "seed": seed,
+        "w2": w2,
+        "npe": npe,
+        "steps": table2.PROTOCOL["steps"],
+        "n_eval": table2.PROTOCOL["n_eval"],
+        "train_seconds": 10.0,
+        "coupling_share": 0.5,
+        "eval_seconds": 30.0,
+        "skipped_steps": 0,
+        "w2_backend": "pot",
+        "machine": {"cpu": "test cpu"},
+        "git": {"commit": "abcdef0123456789"},
+    }
+
+
+def test_verdict_logic():
+    assert table2.verdict(0.10, 0.130, 0.016) == ("pass", "bound 0.162")
+    assert table2.verdict(0.16, 0.130, 0.016)[0] == "pass"  # within 2 std
+    assert table2.verdict(0.17, 0.130, 0.016)[0] == "fail"
+    # No published std: the bound is the mean itself.
+    assert table2.verdict(0.20, 0.209, None) == (
+        "pass",
+        "no published std: bound is the mean",
+    )
+    assert table2.verdict(0.21, 0.209, None)[0] == "fail"
+    assert table2.verdict(0.5, None, None) == ("n/a", "no published value")
+    assert table2.verdict(None, 0.3, 0.1) == ("n/a", "no result")
+
+
+def test_table_partial_and_complete(tmp_path):
+    # Two hand-made results: partial table, one pass and one fail, provisional.
+    results = [
+        _fake("normal_moons", "otcfm", 0, 0.12, npe=0.05),
+        _fake("normal_moons", "icfm", 0, 0.30, npe=2.0),
+        _fake("normal_moons", "otcfm", 0, 9.9) | {"steps": 10},  # not full protocol
+    ]
+    for r in results:
+        file = (
+            tmp_path / f"{r['task']}__{r['method']}__seed{r['seed']}_{r['steps']}.json"
+        )
+        file.write_text(json.dumps(r))
+    (tmp_path / "normal_moons__sbcfm__seed0.json").write_text("{broken")
+    text = table2.build_table(table2.load_results(tmp_path))
+    assert text.splitlines()[0] == "**PARTIAL: 2 of 75 results.**"
+    rows = {
+        tuple(line.split(" | ")[:2]): line
+        for line in text.split("Timings")[0].splitlines()
+        if line.startswith("| ")
+    }
+    ot_row = rows["| OT-CFM", "N→moons"]
+    assert "0.120" in ot_row
+    assert "0.130 ± 0.016" in ot_row
+    assert "pass*" in ot_row
+    i_row = rows["| I-CFM", "N→moons"]
+    assert "0.300" in i_row
+    assert "fail*" in i_row  # 0.300 > 0.178 + 2 * 0.014
+    assert "no published value" in rows["| SB-CFM", "8gaussians→moons"]
+
+    # Every cell with five seeds: complete, verdicts final (no *), std reported.
+    full = [
+        _fake(t, m, s, *(0.9 * v for v in (table2.PUBLISHED[m, t] or (1, 0, 1))[::2]))
+        for t, m in table2.cells()
+        for s in range(5)
+    ]
+    text = table2.build_table(full)
+    assert text.splitlines()[0] == "**Complete: 75 of 75 results.**"
+    assert "pass*" not in text
+    assert "fail" not in text
+    assert "0.117 ± 0.000" in text  # 0.9 * 0.130, five equal seeds
