@@ -26,6 +26,19 @@ from typing import Any
 from ._assignment import linear_assignment
 from ._base import AbstractCostCoupling, AbstractCoupling, Independent, independent
 from ._conditional import Conditional, conditional, default_condition
+from ._data_dependent import (
+    AbstractDataDependent,
+    Degradation,
+    Inpainting,
+    box_mask,
+    conditioned_field,
+    coordinate_mask,
+    degradation,
+    half_mask,
+    inpainting,
+    mask_mixture,
+    pool_upsample,
+)
 from ._entropic import EntropicOT, partial, sinkhorn, unbalanced
 from ._exact import ExactOT, exact_ot
 from ._sharded import Sharded, sharded
@@ -34,19 +47,30 @@ from ._stable import StableMatching, stable_match, stable_matching
 __all__ = [
     "AbstractCostCoupling",
     "AbstractCoupling",
+    "AbstractDataDependent",
     "Conditional",
+    "Degradation",
     "EntropicOT",
     "ExactOT",
     "Independent",
+    "Inpainting",
     "Sharded",
     "StableMatching",
+    "box_mask",
     "conditional",
+    "conditioned_field",
+    "coordinate_mask",
     "default_condition",
+    "degradation",
     "exact_ot",
     "get",
+    "half_mask",
     "independent",
+    "inpainting",
     "linear_assignment",
+    "mask_mixture",
     "partial",
+    "pool_upsample",
     "sharded",
     "sinkhorn",
     "stable_match",

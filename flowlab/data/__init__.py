@@ -3,13 +3,16 @@
 from collections.abc import Callable
 
 from ._base import AbstractSampler
+from .digits import DIGITS_SHAPE, Digits, load_digits
 from .empirical import Empirical
 from .toys import Checkerboard, EightGaussians, Gaussian, Moons, Rings, SCurve, Spirals
 
 __all__ = [
     "DATASETS",
+    "DIGITS_SHAPE",
     "AbstractSampler",
     "Checkerboard",
+    "Digits",
     "EightGaussians",
     "Empirical",
     "Gaussian",
@@ -18,6 +21,7 @@ __all__ = [
     "SCurve",
     "Spirals",
     "get",
+    "load_digits",
 ]
 
 DATASETS: dict[str, Callable[..., AbstractSampler]] = {

@@ -1,0 +1,588 @@
+r"""Data-dependent couplings: the base sample is built from the data it is paired with.
+
+Albergo et al. (2024), "Stochastic interpolants with data-dependent couplings". For
+in-painting with a mask $m$ (1 where a coordinate is observed, 0 where it is missing)
+and noise $\zeta$,
+
+$$x_0 = m \odot x_1 + (1 - m) \odot \sigma\zeta,$$
+
+and for a degradation $D$ (e.g. down-sampling then up-sampling),
+$x_0 = D(x_1) + \sigma\zeta$. The model sees the condition $c$ (the mask, or the
+degraded image): it learns $v(t, x, c)$ with the usual square loss, and transporting
+$x_0$ built from an observation samples $p(x_1 \mid \text{observation})$.
+
+The coupling receives the source draw as $\zeta$: in the train step
+`x0, (x1, cond) = coupling(key, x0, (x1, cond))` returns the new `x0` and attaches
+the condition to the rows of `x1`: `cond` becomes $c$, or `(c, cond)` when the batch
+already had one. `start` builds `x0` and the condition the same way from an
+observation, for sampling; `conditioned_field` carries the per-row condition through
+`flowlab.sample_ode`.
+"""
+
+import abc
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, ArrayLike, Bool, Float, PRNGKeyArray, PyTree
+
+from ._base import AbstractCoupling
+
+__all__ = [
+    "AbstractDataDependent",
+    "Degradation",
+    "Inpainting",
+    "box_mask",
+    "conditioned_field",
+    "coordinate_mask",
+    "degradation",
+    "half_mask",
+    "inpainting",
+    "mask_mixture",
+    "pool_upsample",
+]
+
+MaskFn = Callable[[PRNGKeyArray, tuple[int, ...]], Bool[Array, "*event"]]
+"""`mask_fn(key, event_shape) -> mask`: 1 (True) where observed, 0 where missing."""
+
+SIDES = ("top", "bottom", "left", "right")
+
+
+def _split_x1(x1: PyTree) -> tuple[Array, Any]:
+    """`(points, cond)` from `x1` given as points or as a pair `(points, cond)`."""
+    if isinstance(x1, tuple | list):
+        if len(x1) != 2:
+            raise ValueError(
+                "a data-dependent coupling takes x1 as points (n, ...) or a pair "
+                f"(points, cond), got a sequence of length {len(x1)}."
+            )
+        return jnp.asarray(x1[0]), x1[1]
+    return jnp.asarray(x1), None
+
+
+def _joined(c: Array, cond: Any) -> Any:
+    return c if cond is None else (c, cond)
+
+
+class AbstractDataDependent(AbstractCoupling):
+    r"""A coupling whose `x0` is a function of the noise $\zeta$ and the data $x_1$.
+
+    Subclasses define, on one sample, `draw` (the condition $c$ of a training row)
+    and `base` (the base sample $x_0$ from $\zeta$, $x_1$ and $c$). The batched
+    `__call__` (training) and `start` (sampling) both go through `base`, so the
+    source distribution at sampling time is the one the model was trained on.
+
+    Attributes:
+        noise_scale: $\sigma \ge 0$, the scale of the noise $\zeta$ (the source
+            draw) in $x_0$.
+    """
+
+    noise_scale: eqx.AbstractVar[float]
+
+    @abc.abstractmethod
+    def draw(self, key: PRNGKeyArray, x1: Float[Array, "*event"]) -> Array:
+        """The condition $c$ of one training row (e.g. a random mask)."""
+
+    @abc.abstractmethod
+    def base(
+        self,
+        zeta: Float[Array, "*event"],
+        x1: Float[Array, "*event"] | None,
+        c: Array,
+    ) -> Float[Array, "*event"]:
+        """The base sample $x_0$ of one row from the noise, the data and $c$."""
+
+    @abc.abstractmethod
+    def check_condition(
+        self, c: Array, event_shape: tuple[int, ...], dtype: Any
+    ) -> Array:
+        """Validate a batch of conditions `(n, ...)` and cast it for the model."""
+
+    def __call__(
+        self, key: PRNGKeyArray, x0: PyTree, x1: PyTree
+    ) -> tuple[Float[Array, "n *event"], tuple[Array, Any]]:
+        r"""Return `(x0, (x1, cond))`: `x0` built from `x1`, the condition attached.
+
+        Args:
+            key: draws one condition per row.
+            x0: the noise $\zeta$, `(n, *event)` like the points of `x1`.
+            x1: points `(n, *event)` or `(points, cond)`.
+
+        Returns:
+            The base samples and `(points, c)`, or `(points, (c, cond))` when `x1`
+            carried a condition `cond`.
+        """
+        points, cond = _split_x1(x1)
+        _check_zeta(x0, points, "x0")
+        keys = jax.random.split(key, points.shape[0])
+        c = jax.vmap(self.draw)(keys, points)
+        c = self.check_condition(c, points.shape[1:], points.dtype)
+        x0 = jax.vmap(self.base)(jnp.asarray(x0), points, c)
+        return x0, (points, _joined(c, cond))
+
+    def start(
+        self,
+        zeta: Float[ArrayLike, "n *event"],
+        x1: Float[ArrayLike, "n *event"] | None,
+        c: ArrayLike,
+        cond: Any = None,
+    ) -> tuple[Float[Array, "n *event"], Any]:
+        r"""The base samples and the model's condition for given observations.
+
+        Sampling: draw `zeta` from the training source, then transport the
+        returned `x0` with the model conditioned on the returned condition (see
+        `conditioned_field`).
+
+        Args:
+            zeta: noise `(n, *event)`, drawn from the training source.
+            x1: the observed data `(n, *event)`; entries the condition marks as
+                unknown are ignored (they may be NaN). `None` where `base` does not
+                read it (a degradation's condition is the observation).
+            c: the condition, `(n, *event)` or `(*event,)` for every row.
+            cond: an extra condition the model was trained with, or `None`.
+
+        Returns:
+            `(x0, c)`, or `(x0, (c, cond))` when `cond` is given.
+        """
+        zeta = jnp.asarray(zeta)
+        if zeta.ndim < 1:
+            raise ValueError("zeta must be a batch (n, *event_shape).")
+        n, event_shape = zeta.shape[0], zeta.shape[1:]
+        if x1 is not None:
+            x1 = jnp.asarray(x1)
+            if x1.shape != zeta.shape:
+                raise ValueError(
+                    f"x1 must have the shape of zeta {zeta.shape}, got {x1.shape}."
+                )
+        c = jnp.asarray(c)
+        if c.shape == event_shape:
+            c = jnp.broadcast_to(c, (n, *event_shape))
+        if c.shape[:1] != (n,):
+            raise ValueError(
+                f"c must have shape {(n, *event_shape)} or {event_shape}, "
+                f"got {c.shape}."
+            )
+        dtype = (zeta if x1 is None else x1).dtype
+        c = self.check_condition(c, event_shape, dtype)
+        in_axes = (0, None if x1 is None else 0, 0)
+        x0 = jax.vmap(self.base, in_axes=in_axes)(zeta, x1, c)
+        return x0, _joined(c, cond)
+
+
+def _check_zeta(zeta: Any, points: Array, name: str) -> None:
+    pytree = zeta is None or isinstance(zeta, tuple | list | dict)
+    if pytree or jnp.shape(zeta) != points.shape:
+        shape = type(zeta).__name__ if pytree else jnp.shape(zeta)
+        raise ValueError(
+            f"{name} (the noise zeta of a data-dependent coupling) must be an array "
+            f"shaped like the points of x1, {points.shape}, got {shape}; draw it "
+            "from a source with the data's event shape."
+        )
+
+
+def _check_noise_scale(noise_scale: Any) -> None:
+    if isinstance(noise_scale, int | float) and not noise_scale >= 0:
+        raise ValueError(f"noise_scale must be >= 0, got {noise_scale!r}.")
+
+
+class Inpainting(AbstractDataDependent):
+    r"""$x_0 = m \odot x_1 + (1 - m) \odot \sigma\zeta$; the condition is $m$.
+
+    The mask $m$ of a row comes from `mask_fn(key, event_shape)` (1 or `True`
+    where observed); the model receives it as a float array of the data's dtype.
+    Observed coordinates of `x0` equal those of `x1` exactly. With a path whose
+    coefficients sum to one ($\alpha_t + \sigma_t = 1$, e.g. Cond-OT) they stay
+    fixed along $x_t$ and their target velocity is zero.
+
+    Attributes:
+        mask_fn: draws the mask of one row.
+        noise_scale: $\sigma \ge 0$.
+    """
+
+    mask_fn: MaskFn = eqx.field(static=True)
+    noise_scale: float = 1.0
+
+    def __check_init__(self):
+        if not callable(self.mask_fn):
+            raise TypeError(
+                "mask_fn must be a callable mask_fn(key, event_shape) -> mask, "
+                f"got {self.mask_fn!r}."
+            )
+        _check_noise_scale(self.noise_scale)
+
+    def draw(self, key: PRNGKeyArray, x1: Float[Array, "*event"]) -> Array:
+        mask = jnp.asarray(self.mask_fn(key, x1.shape))
+        if mask.shape != x1.shape:
+            raise ValueError(
+                f"mask_fn must return a mask of the event shape {x1.shape}, got "
+                f"{mask.shape}."
+            )
+        return mask
+
+    def check_condition(
+        self, c: Array, event_shape: tuple[int, ...], dtype: Any
+    ) -> Array:
+        if c.shape[1:] != event_shape:
+            raise ValueError(
+                f"the mask must have the event shape {event_shape} per row, got "
+                f"{c.shape[1:]}."
+            )
+        if not jnp.issubdtype(c.dtype, jnp.bool_):
+            c = eqx.error_if(
+                c, (c != 0) & (c != 1), "the mask must hold only 0 and 1 (or bools)."
+            )
+        return c.astype(dtype)
+
+    def base(
+        self,
+        zeta: Float[Array, "*event"],
+        x1: Float[Array, "*event"] | None,
+        c: Array,
+    ) -> Float[Array, "*event"]:
+        if x1 is None:
+            raise ValueError("in-painting needs the observed x1 (not None).")
+        noise = (self.noise_scale * zeta).astype(x1.dtype)
+        return jnp.where(c > 0, x1, noise)
+
+
+class Degradation(AbstractDataDependent):
+    r"""$x_0 = D(x_1) + \sigma\zeta$; the condition is the degraded $D(x_1)$.
+
+    `degrade_fn` maps one sample to an array of the same shape (e.g.
+    `pool_upsample(2)`: average pooling, then nearest up-sampling back). At sampling
+    time the observation is the condition: `start(zeta, None, y)`.
+
+    Attributes:
+        degrade_fn: the per-sample degradation $D$.
+        noise_scale: $\sigma \ge 0$.
+    """
+
+    degrade_fn: Callable[[Array], Array] = eqx.field(static=True)
+    noise_scale: float = 1.0
+
+    def __check_init__(self):
+        if not callable(self.degrade_fn):
+            raise TypeError(
+                f"degrade_fn must be a callable x -> D(x), got {self.degrade_fn!r}."
+            )
+        _check_noise_scale(self.noise_scale)
+
+    def draw(self, key: PRNGKeyArray, x1: Float[Array, "*event"]) -> Array:
+        del key
+        y = jnp.asarray(self.degrade_fn(x1))
+        if y.shape != x1.shape:
+            raise ValueError(
+                f"degrade_fn must return an array of the sample's shape {x1.shape} "
+                f"(up-sample what it down-samples), got {y.shape}."
+            )
+        return y
+
+    def check_condition(
+        self, c: Array, event_shape: tuple[int, ...], dtype: Any
+    ) -> Array:
+        if c.shape[1:] != event_shape:
+            raise ValueError(
+                f"the degraded observation must have the event shape {event_shape} "
+                f"per row, got {c.shape[1:]}."
+            )
+        return c.astype(dtype)
+
+    def base(
+        self,
+        zeta: Float[Array, "*event"],
+        x1: Float[Array, "*event"] | None,
+        c: Array,
+    ) -> Float[Array, "*event"]:
+        del x1
+        return c + (self.noise_scale * zeta).astype(c.dtype)
+
+
+def inpainting(mask_fn: MaskFn, *, noise_scale: float = 1.0) -> Inpainting:
+    r"""The in-painting coupling $x_0 = m \odot x_1 + (1 - m) \odot \sigma\zeta$.
+
+    Args:
+        mask_fn: `mask_fn(key, event_shape) -> mask` with 1 (`True`) where a
+            coordinate is observed, e.g. `coordinate_mask(1)`, `half_mask()`,
+            `box_mask(2, 4)` or a `mask_mixture` of them.
+        noise_scale: $\sigma \ge 0$, the scale of the source draw $\zeta$.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, flowlab as fl
+        >>> coupling = fl.couplings.inpainting(fl.couplings.coordinate_mask(1))
+        >>> x1 = jnp.ones((4, 2))
+        >>> x0, (x1, mask) = coupling(jax.random.key(0), jnp.zeros((4, 2)), x1)
+        >>> bool(jnp.all(x0 == mask)), mask.sum(axis=1).tolist()
+        (True, [1.0, 1.0, 1.0, 1.0])
+    """
+    return Inpainting(mask_fn, noise_scale)
+
+
+def degradation(
+    degrade_fn: Callable[[Array], Array], *, noise_scale: float = 1.0
+) -> Degradation:
+    r"""The coupling $x_0 = D(x_1) + \sigma\zeta$, e.g. for super-resolution.
+
+    Args:
+        degrade_fn: a per-sample map to an array of the same shape, e.g.
+            `pool_upsample(2, shape=(8, 8))`.
+        noise_scale: $\sigma \ge 0$, the scale of the source draw $\zeta$.
+    """
+    return Degradation(degrade_fn, noise_scale)
+
+
+def conditioned_field(
+    model_fn: Callable[[Any, Array, Array, Any], Array],
+) -> Callable[[Array, tuple[Array, Any], Any], tuple[Array, Any]]:
+    """A velocity field on the state `(x, cond)` that keeps `cond` fixed.
+
+    `flowlab.sample_ode` passes `args` to every row unchanged, so a per-row
+    condition rides in the state instead, with zero velocity:
+    `v(t, (x, cond), params) = (model_fn(params, t, x, cond), 0)`. The condition's
+    leaves must be floating point (a mask or an image; embed labels as floats).
+
+    Example:
+        >>> import jax.numpy as jnp, flowlab as fl
+        >>> v = fl.couplings.conditioned_field(lambda p, t, x, m: (1 - m) * p)
+        >>> state = (jnp.zeros((2, 2)), jnp.eye(2))  # x0 and a mask per row
+        >>> out = fl.sample_ode(v, state, 3.0, solver="euler", steps=1)
+        >>> out.x[0].tolist(), out.x[1].tolist()
+        ([[0.0, 3.0], [3.0, 0.0]], [[1.0, 0.0], [0.0, 1.0]])
+    """
+
+    def v(t: Array, state: tuple[Array, Any], params: Any) -> tuple[Array, Any]:
+        x, cond = state
+        return model_fn(params, t, x, cond), jax.tree_util.tree_map(
+            jnp.zeros_like, cond
+        )
+
+    return v
+
+
+# --- masks: mask_fn(key, event_shape) -> bool mask, True where observed ----------
+
+
+def _image_shape(shape: tuple[int, ...] | None, event_shape: tuple[int, ...]):
+    """The (h, w[, c]) image layout of an event, checked against its size."""
+    image = tuple(event_shape) if shape is None else tuple(shape)
+    if len(image) not in (2, 3):
+        raise ValueError(
+            f"image masks need an (h, w) or (h, w, channels) layout, got the event "
+            f"shape {tuple(event_shape)}; pass shape=(h, w) for flattened images."
+        )
+    if shape is not None and _size(image) != _size(event_shape):
+        raise ValueError(
+            f"shape={image} has {_size(image)} entries but the event shape "
+            f"{tuple(event_shape)} has {_size(event_shape)}."
+        )
+    return image
+
+
+def _size(shape: Sequence[int]) -> int:
+    size = 1
+    for s in shape:
+        size *= s
+    return size
+
+
+def _uniform_int(u: Array, count: Any) -> Array:
+    """A uniform integer in `[0, count)` from a uniform `u` in `[0, 1)`."""
+    return jnp.minimum(jnp.floor(u * count).astype(jnp.int32), count - 1)
+
+
+def _on_image(keep: Bool[Array, "h w"], image, event_shape) -> Bool[Array, "*event"]:
+    keep = jnp.broadcast_to(keep[..., None], image) if len(image) == 3 else keep
+    return keep.reshape(event_shape)
+
+
+class _CoordinateMask(eqx.Module):
+    num_missing: int | None = eqx.field(static=True)
+    p_missing: float = eqx.field(static=True)
+
+    def __call__(self, key: PRNGKeyArray, event_shape: tuple[int, ...]) -> Array:
+        size = _size(event_shape)
+        if self.num_missing is None:
+            keep = jax.random.uniform(key, (size,)) >= self.p_missing
+        else:
+            if self.num_missing > size:
+                raise ValueError(
+                    f"num_missing={self.num_missing} exceeds the {size} coordinates "
+                    "of a sample."
+                )
+            rank = jnp.argsort(jnp.argsort(jax.random.uniform(key, (size,))))
+            keep = rank >= self.num_missing
+        return keep.reshape(event_shape)
+
+
+def coordinate_mask(num_missing: int | None = None, *, p_missing: float = 0.5):
+    """Random coordinates missing: exactly `num_missing` of them, or each w.p. `p`.
+
+    Args:
+        num_missing: how many coordinates of each sample are missing, chosen
+            uniformly; `None` draws each coordinate independently instead.
+        p_missing: the probability a coordinate is missing (when `num_missing` is
+            `None`).
+    """
+    if num_missing is not None and (
+        isinstance(num_missing, bool) or not isinstance(num_missing, int)
+    ):
+        raise TypeError(f"num_missing must be an int or None, got {num_missing!r}.")
+    if num_missing is not None and num_missing < 0:
+        raise ValueError(f"num_missing must be >= 0, got {num_missing}.")
+    if not 0.0 <= p_missing <= 1.0:
+        raise ValueError(f"p_missing must lie in [0, 1], got {p_missing!r}.")
+    return _CoordinateMask(num_missing, float(p_missing))
+
+
+class _HalfMask(eqx.Module):
+    missing: tuple[str, ...] = eqx.field(static=True)
+    shape: tuple[int, ...] | None = eqx.field(static=True)
+
+    def __call__(self, key: PRNGKeyArray, event_shape: tuple[int, ...]) -> Array:
+        image = _image_shape(self.shape, event_shape)
+        h, w = image[:2]
+        rows, cols = jnp.arange(h)[:, None], jnp.arange(w)[None, :]
+        halves = {
+            "top": rows >= h // 2,
+            "bottom": rows < h // 2,
+            "left": cols >= w // 2,
+            "right": cols < w // 2,
+        }
+        keeps = jnp.stack(
+            [jnp.broadcast_to(halves[side], (h, w)) for side in self.missing]
+        )
+        return _on_image(
+            keeps[_uniform_int(jax.random.uniform(key), len(self.missing))],
+            image,
+            event_shape,
+        )
+
+
+def half_mask(
+    missing: str | Sequence[str] = SIDES, *, shape: tuple[int, ...] | None = None
+):
+    """Half of an image missing: one of the sides in `missing`, uniformly.
+
+    The top (left) half is the first `h // 2` rows (`w // 2` columns), the bottom
+    (right) half the rest. Images are `(h, w)` or `(h, w, channels)`.
+
+    Args:
+        missing: a side or sides among `"top"`, `"bottom"`, `"left"`, `"right"`.
+        shape: the image layout of flattened samples, e.g. `(8, 8)` for `(64,)`.
+    """
+    missing = (missing,) if isinstance(missing, str) else tuple(missing)
+    if not missing or any(side not in SIDES for side in missing):
+        raise ValueError(f"missing must name sides among {SIDES}, got {missing!r}.")
+    return _HalfMask(missing, None if shape is None else tuple(shape))
+
+
+class _BoxMask(eqx.Module):
+    min_size: int = eqx.field(static=True)
+    max_size: int | None = eqx.field(static=True)
+    shape: tuple[int, ...] | None = eqx.field(static=True)
+
+    def __call__(self, key: PRNGKeyArray, event_shape: tuple[int, ...]) -> Array:
+        image = _image_shape(self.shape, event_shape)
+        u = jax.random.uniform(key, (2, 2))
+        inside = jnp.ones(image[:2], bool)
+        for axis in range(2):
+            n = image[axis]
+            hi = n if self.max_size is None else min(self.max_size, n)
+            if self.min_size > hi:
+                raise ValueError(
+                    f"min_size={self.min_size} exceeds the image side {n} (or "
+                    f"max_size)."
+                )
+            size = self.min_size + _uniform_int(u[axis, 0], hi - self.min_size + 1)
+            first = _uniform_int(u[axis, 1], n - size + 1)
+            idx = jnp.arange(n)
+            along = (idx >= first) & (idx < first + size)
+            inside = inside & (along[:, None] if axis == 0 else along[None, :])
+        return _on_image(~inside, image, event_shape)
+
+
+def box_mask(
+    min_size: int = 1,
+    max_size: int | None = None,
+    *,
+    shape: tuple[int, ...] | None = None,
+):
+    """A random axis-aligned rectangle of an image missing.
+
+    Each side length is uniform in `[min_size, max_size]` (capped by the image),
+    the position uniform among those that fit.
+
+    Args:
+        min_size: the shortest side of the rectangle (>= 1).
+        max_size: the longest side (default: the image side).
+        shape: the image layout of flattened samples, e.g. `(8, 8)` for `(64,)`.
+    """
+    if isinstance(min_size, bool) or not isinstance(min_size, int) or min_size < 1:
+        raise ValueError(f"min_size must be an int >= 1, got {min_size!r}.")
+    if max_size is not None and (not isinstance(max_size, int) or max_size < min_size):
+        raise ValueError(
+            f"max_size must be an int >= min_size ({min_size}), got {max_size!r}."
+        )
+    return _BoxMask(min_size, max_size, None if shape is None else tuple(shape))
+
+
+class _MaskMixture(eqx.Module):
+    mask_fns: tuple[MaskFn, ...] = eqx.field(static=True)
+    probs: tuple[float, ...] = eqx.field(static=True)
+
+    def __call__(self, key: PRNGKeyArray, event_shape: tuple[int, ...]) -> Array:
+        k_pick, k_mask = jax.random.split(key)
+        pick = jax.random.choice(k_pick, len(self.mask_fns), p=jnp.asarray(self.probs))
+        branches = [
+            lambda k, f=f: jnp.asarray(f(k, event_shape)).astype(bool)
+            for f in self.mask_fns
+        ]
+        return jax.lax.switch(pick, branches, k_mask)
+
+
+def mask_mixture(*mask_fns: MaskFn, probs: Sequence[float] | None = None):
+    """Each row's mask from one of `mask_fns`, picked with probabilities `probs`.
+
+    Args:
+        *mask_fns: mask functions, e.g. `half_mask()` and `box_mask(2, 5)`.
+        probs: their probabilities (default uniform); must sum to one.
+    """
+    if not mask_fns or not all(callable(f) for f in mask_fns):
+        raise TypeError("mask_mixture needs one or more mask_fn callables.")
+    probs = (1.0 / len(mask_fns),) * len(mask_fns) if probs is None else tuple(probs)
+    if len(probs) != len(mask_fns) or any(p < 0 for p in probs):
+        raise ValueError(
+            f"probs must be {len(mask_fns)} non-negative numbers, got {probs!r}."
+        )
+    if abs(sum(probs) - 1.0) > 1e-6:
+        raise ValueError(f"probs must sum to 1, got {sum(probs)}.")
+    return _MaskMixture(tuple(mask_fns), tuple(float(p) for p in probs))
+
+
+class _PoolUpsample(eqx.Module):
+    factor: int = eqx.field(static=True)
+    shape: tuple[int, ...] | None = eqx.field(static=True)
+
+    def __call__(self, x: Float[Array, "*event"]) -> Float[Array, "*event"]:
+        image = _image_shape(self.shape, x.shape)
+        h, w, f = image[0], image[1], self.factor
+        if h % f or w % f:
+            raise ValueError(
+                f"pool_upsample: the image sides {(h, w)} must divide by factor={f}."
+            )
+        img = x.reshape(h // f, f, w // f, f, -1)
+        low = img.mean(axis=(1, 3), keepdims=True)
+        return jnp.broadcast_to(low, img.shape).reshape(x.shape)
+
+
+def pool_upsample(factor: int, *, shape: tuple[int, ...] | None = None):
+    """`factor`×`factor` average pooling, then nearest up-sampling to the same size.
+
+    Args:
+        factor: the pooling factor; the image sides must divide by it.
+        shape: the image layout of flattened samples, e.g. `(8, 8)` for `(64,)`.
+    """
+    if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1:
+        raise ValueError(f"factor must be an int >= 1, got {factor!r}.")
+    return _PoolUpsample(factor, None if shape is None else tuple(shape))
