@@ -6,8 +6,8 @@ and two moons (Albergo et al. 2023, "Multimarginal generative modeling with
 stochastic interpolants"). Along the edge alpha(t) = (1 - t) e_i + t e_j the field
 g_j - g_i carries marginal i to marginal j, so the one model gives all six transports;
 each is integrated with `flowlab.sample_ode` and scored by the exact W2 to held-out
-data. `flowlab.training.make_train_step` draws one source and one target batch, so the
-loop here is a short optax one around `MultimarginalLoss.prepare` / `regress`.
+data. `flowlab.fit` trains it like any other loss: the batch stacks one draw of each
+marginal, shape (batch, K + 1, 2), and there is no separate source.
 
     python examples/04_multimarginal.py --out multimarginal.png
 """
@@ -29,6 +29,21 @@ import flowlab  # noqa: E402
 from flowlab import data, losses, metrics, paths  # noqa: E402
 
 NAMES = ("gaussian", "8gaussians", "moons")
+
+
+class Stacked(data.AbstractSampler):
+    """Independent draws of each marginal, stacked: shape (n, K + 1, *event)."""
+
+    samplers: tuple[data.AbstractSampler, ...]
+
+    @property
+    def event_shape(self):
+        return (len(self.samplers), *self.samplers[0].event_shape)
+
+    def sample(self, key, n):
+        keys = jax.random.split(key, len(self.samplers))
+        draws = [s.sample(k, n) for s, k in zip(self.samplers, keys, strict=True)]
+        return jnp.stack(draws, axis=1)
 
 
 class SimplexMLP(nn.Module):
@@ -68,35 +83,25 @@ def main():
         return module.apply({"params": params}, alpha, x)
 
     lr = optax.cosine_decay_schedule(2e-3, args.steps, alpha=0.05)
-    optimizer = optax.adam(lr)
-
-    def train_step(carry, key):
-        params, opt_state = carry
-        k_data, k_loss = jax.random.split(key)
-        keys = jax.random.split(k_data, len(samplers))
-        xs = jnp.stack(  # (batch, K + 1, 2): row b pairs independent draws
-            [s.sample(k, args.batch_size) for s, k in zip(samplers, keys, strict=True)],
-            axis=1,
-        )
-        alpha, ps, target = loss.prepare(k_loss, xs)
-        value, grads = jax.value_and_grad(
-            lambda p: loss.regress(model_fn, p, alpha, ps.xt, target)[0]
-        )(params)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return (optax.apply_updates(params, updates), opt_state), value
-
-    @jax.jit
-    def train_chunk(carry, keys):
-        return jax.lax.scan(train_step, carry, keys)
-
     start = time.perf_counter()
-    carry, chunk = (params, optimizer.init(params)), 500
-    for first in range(0, args.steps, chunk):
-        steps = jnp.arange(first, min(first + chunk, args.steps))
-        keys = jax.vmap(lambda i: jax.random.fold_in(k_train, i))(steps)
-        carry, values = train_chunk(carry, keys)
-        print(f"step {int(steps[-1]) + 1:5d}  loss {float(values.mean()):.4f}")
-    params = carry[0]
+    result = flowlab.fit(
+        model_fn,
+        params,
+        loss,
+        source=None,  # every marginal comes from the batch
+        target=Stacked(tuple(samplers)),
+        key=k_train,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        optimizer=optax.adam(lr),
+        lr_fn=lr,
+        steps_per_call=100,
+        log_every=500,
+        progress=False,
+    )
+    for record in result.history:
+        print(f"step {record['step']:5d}  loss {record['loss']:.4f}")
+    params = result.state.params
     print(f"trained {args.steps} steps in {time.perf_counter() - start:.1f} s")
 
     # Held-out sets: one to transport from, one to compare with.

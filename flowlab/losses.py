@@ -87,6 +87,28 @@ def get_time_sampler(name: str, **kwargs) -> TimeSampler:
     return samplers[name](**kwargs)
 
 
+def _draw_source(
+    key: PRNGKeyArray, source: Any, x1: Float[Array, "batch *event"]
+) -> tuple[Float[Array, "batch *event"], Float[Array, "batch *event"]]:
+    """`(x0, x1)` with `x0 = source.sample(key, batch)` in `x1`'s dtype.
+
+    The two-marginal losses' `marginals`: the trainer's batch holds `x1`, and `x0`
+    comes from the source.
+    """
+    if source is None:
+        raise ValueError(
+            "this loss transports a source to the data: pass source=, a sampler of "
+            "x0 (e.g. flowlab.data.Gaussian(dim))."
+        )
+    x0 = source.sample(key, x1.shape[0]).astype(x1.dtype)
+    if x0.shape != x1.shape:
+        raise ValueError(
+            f"the source draws samples of shape {x0.shape[1:]} but the data has "
+            f"shape {x1.shape[1:]}."
+        )
+    return x0, x1
+
+
 class LossAux(NamedTuple):
     """What a loss call saw, for logging: times and per-sample losses."""
 
@@ -105,7 +127,9 @@ class FlowMatchingLoss(eqx.Module):
 
     Call it as `loss(model_fn, params, key, x0, x1, cond)` on a batch (batch-first
     arrays; `cond` is `None` or a pytree with the same leading axis); it returns the
-    scalar loss and a `LossAux`.
+    scalar loss and a `LossAux`. The trainer calls its parts: `marginals` (draw
+    `x0` for a batch of `x1`), `prepare` (times, path samples, targets) and
+    `regress` (the model's error, differentiated).
     """
 
     path: AbstractPath
@@ -133,6 +157,12 @@ class FlowMatchingLoss(eqx.Module):
         if self.prediction in ("x0", "epsilon"):
             return ps.x0
         return -ps.x0 / self.path.schedule(ps.t).sigma
+
+    def marginals(
+        self, key: PRNGKeyArray, source: Any, x1: Float[Array, "batch *event"]
+    ) -> tuple[Float[Array, "batch *event"], Float[Array, "batch *event"]]:
+        """What `prepare` takes, from a batch `x1`: `(x0, x1)`, `x0 ~ source`."""
+        return _draw_source(key, source, x1)
 
     def prepare(
         self,
@@ -266,8 +296,8 @@ class InterpolantLoss(eqx.Module):
         weight_fn: optional $\lambda(t)$ on each sample's error, e.g.
             `noise_weight(path)` for the score.
 
-    Same interface as `FlowMatchingLoss` (`prepare`, `regress`, `__call__`), so
-    `training.make_train_step` and `fit` take it unchanged.
+    Same interface as `FlowMatchingLoss` (`marginals`, `prepare`, `regress`,
+    `__call__`), so `training.make_train_step` and `fit` take it unchanged.
     """
 
     path: StochasticInterpolant
@@ -300,6 +330,12 @@ class InterpolantLoss(eqx.Module):
             return self.path.score_target(ps)
         v = self.path.interpolant_velocity_target(ps)
         return jnp.stack([v, self.path.denoiser_target(ps)])
+
+    def marginals(
+        self, key: PRNGKeyArray, source: Any, x1: Float[Array, "batch *event"]
+    ) -> tuple[Float[Array, "batch *event"], Float[Array, "batch *event"]]:
+        """What `prepare` takes, from a batch `x1`: `(x0, x1)`, `x0 ~ source`."""
+        return _draw_source(key, source, x1)
 
     def prepare(
         self,
@@ -361,6 +397,10 @@ class MultimarginalLoss(eqx.Module):
     `(batch, K + 1, *event)` (or a sequence of `K + 1` arrays `(batch, *event)`) and
     returns `(alpha, sample, target)`; `regress` has `FlowMatchingLoss.regress`'s
     signature with `alpha` for `t`.
+
+    `training.make_train_step` and `fit` take it with `source=None` and batches (or
+    a sampler) of the stacked marginals `(batch, K + 1, *event)` or `(xs, cond)`:
+    `marginals` reads them all from the batch, and no coupling applies.
     """
 
     interpolant: MultimarginalInterpolant
@@ -369,6 +409,29 @@ class MultimarginalLoss(eqx.Module):
     def __check_init__(self):
         if not isinstance(self.interpolant, MultimarginalInterpolant):
             raise TypeError("interpolant must be a MultimarginalInterpolant.")
+
+    def marginals(
+        self, key: PRNGKeyArray, source: Any, xs: Float[Array, "batch k *event"]
+    ) -> tuple[Float[Array, "batch k *event"]]:
+        """What `prepare` takes, from a batch: `(xs,)`; every marginal is data.
+
+        The trainer's batch holds all `K + 1` marginals stacked on axis 1, so there
+        is no separate source: `source` must be `None` (`key` is not used).
+        """
+        del key
+        if source is not None:
+            raise ValueError(
+                "MultimarginalLoss reads all K + 1 marginals from the batch, shape "
+                "(batch, K + 1, *event); pass source=None and put the source "
+                "marginal in the batch."
+            )
+        k = self.interpolant.num_marginals
+        if jnp.ndim(xs) < 3 or jnp.shape(xs)[1] != k:
+            raise ValueError(
+                f"a MultimarginalLoss batch stacks the {k} marginals on axis 1, "
+                f"shape (batch, {k}, *event), got {jnp.shape(xs)}."
+            )
+        return (xs,)
 
     def prepare(
         self, key: PRNGKeyArray, xs: Float[Array, "batch k *event"]

@@ -20,7 +20,7 @@ from jaxtyping import PRNGKeyArray, PyTree
 from tqdm.auto import tqdm
 
 from ..data import AbstractSampler
-from ..losses import FlowMatchingLoss, ModelFn
+from ..losses import FlowMatchingLoss, InterpolantLoss, ModelFn, MultimarginalLoss
 from .checkpoint import Checkpointer
 from .mesh import (
     DATA_AXIS,
@@ -114,9 +114,9 @@ def _tensorboard_writer(out_dir: Path):
 def fit(
     model_fn: ModelFn,
     params: PyTree,
-    loss: FlowMatchingLoss,
+    loss: FlowMatchingLoss | InterpolantLoss | MultimarginalLoss,
     *,
-    source: AbstractSampler,
+    source: AbstractSampler | None,
     target: AbstractSampler | Iterable[Any],
     key: PRNGKeyArray,
     steps: int,
@@ -124,6 +124,7 @@ def fit(
     optimizer: optax.GradientTransformation | None = None,
     lr_fn: Callable[[Any], Any] | None = None,
     coupling: Coupling | None = None,
+    global_coupling: bool = False,
     ema_decay: float = 0.999,
     steps_per_call: int = 10,
     micro_batches: int = 1,
@@ -149,8 +150,11 @@ def fit(
     Args:
         model_fn: the per-sample model `model_fn(params, t, x, cond)`.
         params: its initial parameters.
-        loss: the regression (path, prediction, time sampling).
-        source: sampler of `x0`.
+        loss: the regression (path, prediction, time sampling); a
+            `MultimarginalLoss` trains on batches that stack all `K + 1`
+            marginals, `(batch, K + 1, *event)`, with `source=None`.
+        source: sampler of `x0`, or `None` for a loss that reads every marginal
+            from the batch.
         target: a sampler of `x1` (drawn on device each step; `data.Empirical`
             holds a data set), or an iterable of host batches `x1` / `(x1, cond)`
             of this process's rows of the global batch.
@@ -159,7 +163,11 @@ def fit(
         batch_size: the global batch per step (the same on 1 or 64 devices).
         optimizer: an optax transformation (default AdamW, lr 1e-3).
         lr_fn: the learning-rate schedule, only for logging.
-        coupling: optional minibatch coupling.
+        coupling: optional minibatch coupling. On a mesh of more than one device
+            each device couples its own shard of the batch (wrapped in
+            `couplings.sharded`, unless it already is).
+        global_coupling: couple the whole global batch as one instead (an
+            all-gather, and the coupling's work on every device).
         ema_decay: EMA decay of the sampling parameters.
         steps_per_call: steps fused into one compiled call (`lax.scan`).
         micro_batches: gradient accumulation slices per step.
@@ -248,6 +256,7 @@ def fit(
             source=source,
             batch_size=batch_size,
             coupling=coupling,
+            global_coupling=global_coupling,
             ema_decay=ema_decay,
             steps_per_call=k,
             micro_batches=micro_batches,

@@ -9,8 +9,9 @@ import optax
 from jax.sharding import Mesh
 from jaxtyping import Array
 
+from ..couplings import AbstractDataDependent, Independent, Sharded, sharded
 from ..data import AbstractSampler
-from ..losses import FlowMatchingLoss, ModelFn
+from ..losses import FlowMatchingLoss, InterpolantLoss, ModelFn, MultimarginalLoss
 from .mesh import DATA_AXIS, batch_sharding
 from .state import TrainState
 
@@ -27,6 +28,37 @@ def split_batch(batch: Any) -> tuple[Array, Any]:
             raise ValueError("a batch is x1 or a pair (x1, cond).")
         return batch[0], batch[1]
     return batch, None
+
+
+def _mesh_coupling(
+    coupling: Coupling | None, mesh: Mesh | None, global_coupling: bool = False
+) -> Coupling | None:
+    """The coupling the step runs under `mesh`: per device shard unless global.
+
+    With more than one device on the mesh's `data` axis, a coupling that is not
+    already `couplings.Sharded` becomes `couplings.sharded(coupling, mesh,
+    global_batch=global_coupling)`: each device couples its own rows (exact OT is
+    then exact within each shard, as for a batch of `batch_size / devices`), or
+    with `global_coupling=True` the whole batch is gathered and coupled as one. On
+    one device and without a mesh it is returned as it is, and so are `None` and
+    the row-wise couplings (independent, data-dependent), which pair no rows with
+    each other: sharding them would only change their keys.
+    """
+    if not isinstance(global_coupling, bool):
+        raise TypeError(f"global_coupling must be a bool, got {global_coupling!r}.")
+    if isinstance(coupling, Sharded):
+        if global_coupling and not coupling.global_batch:
+            raise ValueError(
+                "global_coupling=True, but the coupling is already a per-shard "
+                "couplings.Sharded; pass the unwrapped coupling, or "
+                "sharded(..., global_batch=True)."
+            )
+        return coupling
+    if coupling is None or isinstance(coupling, Independent | AbstractDataDependent):
+        return coupling
+    if mesh is None or mesh.shape[DATA_AXIS] == 1:
+        return coupling
+    return sharded(coupling, mesh, global_batch=global_coupling, axis=DATA_AXIS)
 
 
 def _positive_int(name: str, value: Any) -> None:
@@ -47,12 +79,13 @@ def _cast_floats(tree: Any, dtype) -> Any:
 
 def make_train_step(
     model_fn: ModelFn,
-    loss: FlowMatchingLoss,
+    loss: FlowMatchingLoss | InterpolantLoss | MultimarginalLoss,
     optimizer: optax.GradientTransformation,
     *,
-    source: AbstractSampler,
+    source: AbstractSampler | None,
     batch_size: int | None = None,
     coupling: Coupling | None = None,
+    global_coupling: bool = False,
     ema_decay: float = 0.999,
     steps_per_call: int = 1,
     micro_batches: int = 1,
@@ -63,21 +96,30 @@ def make_train_step(
     r"""A pure `train_step(state, batch) -> (state, metrics)` to `jax.jit`.
 
     One step: `key = fold_in(state.key, state.step)` is split for the data, the
-    source, the coupling and the loss; `x0 ~ source`, `x1` (and `cond`) come from the
-    batch; the coupling re-pairs rows; the loss draws times and path samples for the
-    whole batch, and its gradient (accumulated over `micro_batches` equal slices)
-    updates the parameters with `optimizer`; the EMA parameters move by $1 - d_n$
-    with the warmed-up decay $d_n = \min(\text{ema\_decay}, (1 + n) / (10 + n))$; the
-    step counts up.
+    source, the coupling and the loss; `x1` (and `cond`) come from the batch and
+    `loss.marginals` draws `x0 ~ source`; the coupling re-pairs rows; the loss draws
+    times and path samples for the whole batch, and its gradient (accumulated over
+    `micro_batches` equal slices) updates the parameters with `optimizer`; the EMA
+    parameters move by $1 - d_n$ with the warmed-up decay
+    $d_n = \min(\text{ema\_decay}, (1 + n) / (10 + n))$; the step counts up.
 
     Args:
         model_fn: per-sample model `model_fn(params, t, x, cond)`.
-        loss: the regression, e.g. `FlowMatchingLoss(AffinePath(cond_ot()))`.
+        loss: the regression, e.g. `FlowMatchingLoss(AffinePath(cond_ot()))`, or a
+            `MultimarginalLoss`, whose batch stacks all `K + 1` marginals
+            `(batch, K + 1, *event)` (then `source=None` and no coupling).
         optimizer: any optax transformation.
-        source: sampler of `x0` (e.g. `data.Gaussian(dim)`).
+        source: sampler of `x0` (e.g. `data.Gaussian(dim)`); `None` for a loss
+            that reads every marginal from the batch.
         batch_size: rows drawn per step when the batch is a sampler (the global
             batch: the same on 1 or 64 devices).
         coupling: optional `coupling(key, x0, (x1, cond)) -> (x0, (x1, cond))`.
+            Under a `mesh` with more than one device on `data` it runs on each
+            device's shard of the batch, as `couplings.sharded(coupling, mesh)`
+            (a coupling that is already `Sharded` is used as it is; row-wise
+            ones, independent and data-dependent, are never wrapped).
+        global_coupling: under such a mesh, couple the whole gathered batch as
+            one instead of each shard.
         ema_decay: EMA decay in $[0, 1)$.
         steps_per_call: `K`; with `K > 1` one call runs `K` steps in a `lax.scan`, so
             small models are not bound by dispatch. Metrics then have a leading
@@ -95,14 +137,16 @@ def make_train_step(
     The batch is either an `AbstractSampler` (the step draws `batch_size` rows on
     device, e.g. `data.Empirical(points)` for a data set in device memory), or
     arrays `x1` / `(x1, cond)` with a leading batch axis, and with `K > 1` a further
-    leading axis of length `K`.
+    leading axis of length `K`. For a `MultimarginalLoss`, `x1` is the stack `xs`
+    of all marginals.
     """
     if not 0.0 <= ema_decay < 1.0:
         raise ValueError(f"ema_decay must lie in [0, 1), got {ema_decay}.")
     _positive_int("steps_per_call", steps_per_call)
     _positive_int("micro_batches", micro_batches)
-    if not isinstance(source, AbstractSampler):
-        raise TypeError("source must be a flowlab.data.AbstractSampler.")
+    if source is not None and not isinstance(source, AbstractSampler):
+        raise TypeError("source must be a flowlab.data.AbstractSampler or None.")
+    coupling = _mesh_coupling(coupling, mesh, global_coupling)
     n_devices = 1 if mesh is None else mesh.shape[DATA_AXIS]
     if batch_size is not None:
         _positive_int("batch_size", batch_size)
@@ -172,16 +216,20 @@ def make_train_step(
             x1, cond = batch.sample(k_data, batch_size), None
         else:
             x1, cond = split_batch(batch)
-        x1, cond = constrain(x1), constrain(cond)
-        x0 = constrain(source.sample(k_source, x1.shape[0]).astype(x1.dtype))
-        if x0.shape != x1.shape:
-            raise ValueError(
-                f"the source draws samples of shape {x0.shape[1:]} but the data has "
-                f"shape {x1.shape[1:]}."
-            )
+        cond = constrain(cond)
+        # The loss reads its marginals from the batch and draws the rest: (x0, x1)
+        # with x0 ~ source, or (xs,) for a multimarginal loss.
+        marginals = constrain(loss.marginals(k_source, source, constrain(x1)))
         if coupling is not None:
+            if len(marginals) != 2:
+                raise ValueError(
+                    f"a coupling re-pairs x0 and x1, but {type(loss).__name__} "
+                    f"takes {len(marginals)} marginal batch(es); pass coupling=None."
+                )
+            x0, x1 = marginals
             x0, (x1, cond) = coupling(k_couple, x0, (x1, cond))
-        t, ps, target = loss.prepare(k_loss, x0, x1)
+            marginals = (x0, x1)
+        t, ps, target = loss.prepare(k_loss, *marginals)
         value, grads = loss_and_grads(state.params, t, ps.xt, target, cond)
         grad_norm = optax.tree.norm(grads)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
