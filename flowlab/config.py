@@ -18,6 +18,7 @@ from typing import Any
 
 __all__ = [
     "ConfigError",
+    "CouplingArgsConfig",
     "DataConfig",
     "DistributedConfig",
     "ModelConfig",
@@ -108,6 +109,31 @@ class SampleConfig:
 
 
 @dataclass(frozen=True)
+class CouplingArgsConfig:
+    """Arguments of the coupling named by `coupling`; unset ones keep its defaults.
+
+    Each is passed to `flowlab.couplings.get(coupling, ...)` only when set, and
+    setting one the coupling does not take is an error naming the key. See the
+    factories for their meaning: `epsilon` (entropic regularisation of `sinkhorn`,
+    `unbalanced`, `partial`), `hard` (`sinkhorn`: a permutation drawn from the
+    plan), `tau_a`, `tau_b` (`unbalanced`), `mass` (`partial`), `threshold`,
+    `max_iterations` (Sinkhorn's stopping rule), `base` (the name of
+    `conditional`'s base coupling, built with its defaults) and `weight`
+    (`conditional`: lambda on a continuous condition).
+    """
+
+    epsilon: float | None = None
+    hard: bool | None = None
+    tau_a: float | None = None
+    tau_b: float | None = None
+    mass: float | None = None
+    threshold: float | None = None
+    max_iterations: int | None = None
+    base: str | None = None
+    weight: float | None = None
+
+
+@dataclass(frozen=True)
 class DistributedConfig:
     """Multi-host start-up; unset fields are read from the environment.
 
@@ -131,6 +157,10 @@ class TrainConfig:
     `on_nonfinite` (`stop` or `skip`), `keep_checkpoints` (newest kept),
     `best_metric` (also keep the best checkpoint by it, e.g. `loss`),
     `tensorboard` (event files, needs tensorboardX) and `distributed` (multi-host).
+
+    `coupling` names a coupling of `flowlab.couplings.get`, `coupling_args` sets its
+    arguments, and on more than one device each device couples its own shard of the
+    batch unless `global_coupling` is set.
     """
 
     name: str = "default"
@@ -144,6 +174,8 @@ class TrainConfig:
     prediction: str = "velocity"
     time_sampler: str = "uniform"
     coupling: str = "independent"
+    coupling_args: CouplingArgsConfig = field(default_factory=CouplingArgsConfig)
+    global_coupling: bool = False
     devices: int | None = None
     shard_params: bool = False
     micro_batches: int = 1

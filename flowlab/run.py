@@ -5,6 +5,8 @@ arguments and prints. A run directory holds `config.toml` (the resolved config),
 `metrics.jsonl`, `checkpoints/` (orbax), `samples.png` and `summary.json`.
 """
 
+import dataclasses
+import inspect
 import json
 import os
 import shutil
@@ -17,7 +19,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import couplings, data, losses, metrics, models, paths, schedules
-from .config import ConfigError, TrainConfig, dump_toml, load_config, to_dict
+from .config import (
+    ConfigError,
+    CouplingArgsConfig,
+    TrainConfig,
+    dump_toml,
+    load_config,
+    to_dict,
+)
 from .sampling import ODE_SOLVERS, sample_ode
 from .training import (
     Checkpointer,
@@ -108,6 +117,39 @@ def _named(key: str, fn, *args, **kwargs):
         raise ConfigError(f"{key}: {err}") from err
 
 
+def _coupling_arg_names(name: str) -> list[str] | None:
+    """The `coupling_args` keys the factory of coupling `name` takes, if known."""
+    factory = getattr(couplings, name, None)
+    if not callable(factory):
+        return None
+    params = inspect.signature(factory).parameters
+    return [f.name for f in dataclasses.fields(CouplingArgsConfig) if f.name in params]
+
+
+def _coupling(config: TrainConfig):
+    """`couplings.get(coupling, **coupling_args)`; errors name the config key."""
+    name = config.coupling
+    args = {k: v for k, v in to_dict(config.coupling_args).items() if v is not None}
+    _named("coupling", couplings.get, name)  # an unknown name
+    for key, value in args.items():
+        try:
+            couplings.get(name, **{key: value})
+        except TypeError as err:
+            known = _coupling_arg_names(name)
+            if known is None:
+                hint = ""
+            elif known:
+                hint = f"; it takes {', '.join(known)}"
+            else:
+                hint = "; it takes no coupling_args"
+            raise ConfigError(
+                f"coupling_args.{key}: coupling {name!r} has no argument {key!r}{hint}."
+            ) from err
+        except ValueError as err:
+            raise ConfigError(f"coupling_args.{key}: {err}") from err
+    return _named("coupling_args", couplings.get, name, **args)
+
+
 def build(config: TrainConfig) -> Experiment:
     """Build and validate every part of a run (no files are touched)."""
     _check_values(config)
@@ -149,7 +191,7 @@ def build(config: TrainConfig) -> Experiment:
         warmup_steps=o.warmup_steps,
         grad_clip=o.grad_clip,
     )
-    coupling = _named("coupling", couplings.get, config.coupling)
+    coupling = _coupling(config)
     return Experiment(
         config, source, target, loss, model_fn, params_, optimizer, lr_fn, coupling
     )
@@ -270,6 +312,7 @@ def _fit(exp: Experiment, out: Path, state, mesh, progress: bool):
         optimizer=exp.optimizer,
         lr_fn=exp.lr_fn,
         coupling=exp.coupling,
+        global_coupling=config.global_coupling,
         ema_decay=config.ema_decay,
         steps_per_call=config.steps_per_call,
         micro_batches=config.micro_batches,

@@ -1,4 +1,4 @@
-"""Registries of every schedule and solver, closed forms, and shared strategies.
+"""Registries of every schedule, solver and coupling name, closed forms, strategies.
 
 Each registry entry carries what the invariant tests need to know about it, written
 out independently of the library code (the closed forms below are the literature's,
@@ -14,7 +14,7 @@ import numpy as np
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from flowlab import schedules
+from flowlab import couplings, schedules
 from flowlab.sampling import ADAPTIVE, ODE_SOLVERS
 
 # ---------------------------------------------------------------------------------
@@ -183,6 +183,53 @@ ALL_SOLVERS: list[SolverCase] = [
 ]
 FIXED_SOLVERS = [s for s in ALL_SOLVERS if not s.adaptive]
 ADAPTIVE_SOLVERS = [s for s in ALL_SOLVERS if s.adaptive]
+
+
+# ---------------------------------------------------------------------------------
+# Couplings by name
+# ---------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class CouplingCase:
+    """A name `flowlab.couplings.get` accepts, and how to build it with arguments.
+
+    Attributes:
+        name: the name (also `coupling=` in a config).
+        kwargs: arguments, other than the defaults, that a config can set
+            (`coupling_args.<key>`), each visible afterwards as an attribute of the
+            same name (`base` as the type of `coupling.base`).
+        cls: the class `get` returns.
+    """
+
+    name: str
+    kwargs: dict
+    cls: type
+
+    def __str__(self) -> str:
+        return self.name
+
+
+ALL_COUPLINGS: list[CouplingCase] = [
+    CouplingCase("independent", {}, couplings.Independent),
+    CouplingCase("exact_ot", {}, couplings.ExactOT),
+    CouplingCase(
+        "sinkhorn",
+        {"epsilon": 0.3, "hard": True, "threshold": 1e-4, "max_iterations": 500},
+        couplings.EntropicOT,
+    ),
+    CouplingCase(
+        "unbalanced",
+        {"epsilon": 0.2, "tau_a": 0.9, "tau_b": 0.8, "max_iterations": 300},
+        couplings.EntropicOT,
+    ),
+    CouplingCase("partial", {"mass": 0.7, "epsilon": 0.1}, couplings.EntropicOT),
+    CouplingCase("stable_matching", {}, couplings.StableMatching),
+    CouplingCase(
+        "conditional", {"base": "sinkhorn", "weight": 2.0}, couplings.Conditional
+    ),
+]
+"""Every name of `couplings.get` (a test checks that none is missing)."""
 
 
 # ---------------------------------------------------------------------------------

@@ -3,7 +3,9 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
+import helpers
 import jax
 import numpy as np
 import pytest
@@ -151,3 +153,48 @@ def test_console_script_is_installed():
     )
     assert proc.returncode == 0
     assert "key=value" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["coupling=psychic"], "coupling: unknown coupling 'psychic'"),
+        (["coupling=exact_ot", "coupling_args.epsilon=0.1"], "coupling_args.epsilon"),
+        (["coupling=sinkhorn", "coupling_args.epsilon=-1"], "coupling_args.epsilon"),
+        (["coupling_args.eps=0.1"], "coupling_args.eps"),
+    ],
+)
+def test_bad_coupling_arguments_exit_2_before_a_run_directory(
+    overrides, message, tmp_path, capsys
+):
+    out = tmp_path / "never"
+    assert main(["train", "moons", *overrides, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+@pytest.mark.slow  # ~20 s: compiles Sinkhorn inside the step
+def test_train_with_coupling_arguments(tmp_path):
+    out = tmp_path / "sb"
+    short = ["steps=20", "steps_per_call=10", "log_every=10", "checkpoint_every=20"]
+    argv = ["train", "moons", *TINY, *short, "coupling=sinkhorn"]
+    argv += ["coupling_args.epsilon=0.5", "coupling_args.hard=true"]
+    argv += ["global_coupling=true", "--out", str(out), "--no-progress"]
+    assert main(argv) == 0
+    config = (out / "config.toml").read_text()
+    assert 'coupling = "sinkhorn"' in config
+    assert "global_coupling = true" in config
+    assert "[coupling_args]\nepsilon = 0.5\nhard = true\n" in config
+    assert json.loads((out / "summary.json").read_text())["steps"] == 20
+
+
+def test_cli_docs_list_every_coupling_and_its_arguments():
+    text = (Path(__file__).resolve().parents[1] / "docs" / "cli.md").read_text()
+    for case in helpers.ALL_COUPLINGS:
+        assert f"`{case.name}`" in text, case.name
+        for key in case.kwargs:
+            assert f"`{key}`" in text, (case.name, key)
+    assert "`coupling_args." in text
+    assert "`global_coupling`" in text

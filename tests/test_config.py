@@ -1,11 +1,16 @@
 """Typed configs: named files, overrides, type errors, TOML round trip."""
 
 import dataclasses
+import inspect
 
+import helpers
+import jax
 import pytest
 
+from flowlab import couplings
 from flowlab.config import (
     ConfigError,
+    CouplingArgsConfig,
     TrainConfig,
     apply_overrides,
     config_dirs,
@@ -123,3 +128,114 @@ def test_build_rejects_bad_values(override, match):
 def test_config_is_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
         TrainConfig().steps = 3
+
+
+# ---------------------------------------------------------------------------------
+# Couplings: every name, its arguments from the config, per-shard or global
+# ---------------------------------------------------------------------------------
+
+
+def test_all_couplings_covers_every_name_of_get():
+    # `_NAMED` is the registry behind `couplings.get`: a name added there without
+    # an entry in helpers.ALL_COUPLINGS (and docs/cli.md) fails here.
+    assert sorted(c.name for c in helpers.ALL_COUPLINGS) == sorted(couplings._NAMED)
+
+
+@pytest.mark.parametrize("case", helpers.ALL_COUPLINGS, ids=str)
+def test_get_builds_every_coupling_with_its_arguments(case):
+    assert isinstance(couplings.get(case.name), case.cls)
+    coupling = couplings.get(case.name, **case.kwargs)
+    assert isinstance(coupling, case.cls)
+    for key, value in case.kwargs.items():
+        if key == "base":
+            assert isinstance(coupling.base, type(couplings.get(value)))
+        else:
+            assert getattr(coupling, key) == value, key
+
+
+def _coupling_overrides(case):
+    return [f"coupling={case.name}"] + [
+        f"coupling_args.{k}={v}" for k, v in case.kwargs.items()
+    ]
+
+
+@pytest.mark.parametrize("case", helpers.ALL_COUPLINGS, ids=str)
+def test_every_coupling_builds_from_the_config(case):
+    config = apply_overrides(TrainConfig(), _coupling_overrides(case))
+    got = build(config).coupling
+    want = couplings.get(case.name, **case.kwargs)
+    assert type(got) is type(want)
+    assert jax.tree_util.tree_structure(got) == jax.tree_util.tree_structure(want)
+    assert jax.tree_util.tree_leaves(got) == jax.tree_util.tree_leaves(want)
+
+
+def test_every_scalar_coupling_argument_is_a_config_key():
+    """Arguments with a number, bool or string default can be set as coupling_args.
+
+    (Callables and ott cost functions, defaulting to None, cannot.)
+    """
+    keys = {f.name for f in dataclasses.fields(CouplingArgsConfig)}
+    for case in helpers.ALL_COUPLINGS:
+        factory = getattr(couplings, case.name)
+        for name, param in inspect.signature(factory).parameters.items():
+            if isinstance(param.default, bool | int | float | str):
+                assert name in keys, (case.name, name)
+
+
+def test_coupling_args_from_a_toml_table(tmp_path):
+    path = tmp_path / "sb.toml"
+    path.write_text(
+        'coupling = "sinkhorn"\nglobal_coupling = true\n\n'
+        "[coupling_args]\nepsilon = 0.5\nhard = true\n"
+    )
+    config = load_config(path)
+    assert config.global_coupling is True
+    assert config.coupling_args == CouplingArgsConfig(epsilon=0.5, hard=True)
+    coupling = build(config).coupling
+    assert (coupling.epsilon, coupling.hard) == (0.5, True)
+    # Unset arguments are not written, and the file reads back the same.
+    text = dump_toml(config)
+    assert "[coupling_args]\nepsilon = 0.5\nhard = true\n" in text
+    path.write_text(text)
+    assert load_config(path) == config
+
+
+@pytest.mark.parametrize(
+    ("overrides", "match"),
+    [
+        (["coupling_args.eps=0.1"], r"unknown config key 'coupling_args\.eps'"),
+        (["coupling_args.epsilon=abc"], r"'coupling_args\.epsilon' expects float"),
+        (["global_coupling=maybe"], r"'global_coupling' expects bool"),
+    ],
+)
+def test_bad_coupling_keys_and_types_name_the_key(overrides, match):
+    with pytest.raises(ConfigError, match=match):
+        apply_overrides(TrainConfig(), overrides)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "match"),
+    [
+        (["coupling=psychic"], r"^coupling: unknown coupling 'psychic'"),
+        (
+            ["coupling=exact_ot", "coupling_args.epsilon=0.1"],
+            r"^coupling_args\.epsilon: coupling 'exact_ot' has no argument "
+            r"'epsilon'; it takes no coupling_args",
+        ),
+        (
+            ["coupling=unbalanced", "coupling_args.hard=true"],
+            r"^coupling_args\.hard: .* it takes epsilon, tau_a, tau_b",
+        ),
+        (
+            ["coupling=sinkhorn", "coupling_args.epsilon=-1"],
+            r"^coupling_args\.epsilon: epsilon must be > 0",
+        ),
+        (
+            ["coupling=conditional", "coupling_args.base=psychic"],
+            r"^coupling_args\.base: unknown coupling 'psychic'",
+        ),
+    ],
+)
+def test_bad_coupling_arguments_name_the_key(overrides, match):
+    with pytest.raises(ConfigError, match=match):
+        build(apply_overrides(TrainConfig(), overrides))
