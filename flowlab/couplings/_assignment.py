@@ -229,9 +229,17 @@ def _augment(prob: _Problem, s: _State) -> _State:
         pred = jnp.where(better, holder, pred)
         return dist, pred, done, jnp.where(holder < 0, k, -1)
 
+    def searching(c):  # until a free column, or no unscanned column is reachable:
+        # no free row (a finished problem under vmap, which runs every element
+        # until all are done) or an infeasible one
+        dist, _, done, target = c
+        return (target < 0) & jnp.any(~done & (dist < inf))
+
     c = (dist, pred, jnp.zeros(n, bool), jnp.int32(-1))
-    dist, pred, done, target = lax.while_loop(lambda c: c[-1] < 0, scan, c)
-    prices = jnp.where(done, s.prices + dist[target] - dist, s.prices)
+    dist, pred, done, target = lax.while_loop(searching, scan, c)
+    found = target >= 0
+    target = jnp.maximum(target, 0)
+    prices = jnp.where(done & found, s.prices + dist[target] - dist, s.prices)
 
     def walk(c):  # back along the path; pred < 0 only if infeasible (stop)
         owner, col, j, _ = c
@@ -241,7 +249,7 @@ def _augment(prob: _Problem, s: _State) -> _State:
         return owner, col.at[i].set(j, mode="drop"), col[jnp.maximum(i, 0)], done
 
     owner, col, _, _ = lax.while_loop(
-        lambda c: ~c[-1], walk, (s.owner, s.col, target, jnp.bool_(False))
+        lambda c: ~c[-1], walk, (s.owner, s.col, target, ~found)
     )
     return s._replace(prices=prices, owner=owner, col=col)
 

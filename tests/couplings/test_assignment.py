@@ -115,3 +115,13 @@ def test_a_row_without_finite_costs_raises():
     cost[3] = np.nan  # e.g. a NaN input point
     with pytest.raises(Exception, match="no finite entry"):
         jax.block_until_ready(solve(jnp.asarray(cost)))
+
+
+def test_batched_under_vmap_each_problem_is_optimal():
+    """Under `vmap` every element runs until all are done: a finished problem must
+    not spin in the shortest-path search (it used to, without any free row)."""
+    sizes = jax.random.uniform(jax.random.key(3), (6, 1, 1), minval=0.1, maxval=10)
+    costs = jax.random.uniform(jax.random.key(4), (6, 16, 16)) * sizes
+    sigmas = jax.jit(jax.vmap(linear_assignment))(costs)
+    for cost, sigma in zip(np.asarray(costs), np.asarray(sigmas), strict=True):
+        _check_optimal(cost, sigma)
