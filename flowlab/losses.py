@@ -116,7 +116,94 @@ class LossAux(NamedTuple):
     per_sample: Float[Array, " batch"]
 
 
-class FlowMatchingLoss(eqx.Module):
+def _regress_stacked(model_fn, params, t, xt, target, cond, weight_fn, stacked):
+    """Mean weighted squared error; with `stacked`, summed over axis 1 of target."""
+    cond_axis = None if cond is None else 0
+    pred = jax.vmap(model_fn, in_axes=(None, 0, 0, cond_axis))(params, t, xt, cond)
+    if stacked and isinstance(pred, tuple | list):
+        pred = jnp.stack(pred, axis=1)
+    if pred.shape != target.shape:
+        raise ValueError(
+            f"model output shape {pred.shape[1:]} does not match the target's "
+            f"shape {target.shape[1:]} (per sample)."
+        )
+    axes = tuple(range(2 if stacked else 1, target.ndim))
+    per_sample = jnp.mean((pred.astype(target.dtype) - target) ** 2, axis=axes)
+    if stacked:
+        per_sample = jnp.sum(per_sample, axis=1)
+    if weight_fn is not None:
+        per_sample = per_sample * jax.vmap(weight_fn)(t)
+    return jnp.mean(per_sample), LossAux(t, per_sample)
+
+
+class _PairLoss(eqx.Module):
+    """What the two-marginal losses share: `marginals`, `prepare`, `regress`, call.
+
+    A subclass has the fields `path`, `prediction`, `time_sampler`, `weight_fn` and
+    defines `target(path_sample)`; `_stacked` says whether a target holds several
+    fields along its first axis (summed after the per-field means).
+    """
+
+    @property
+    def _stacked(self) -> bool:
+        return False
+
+    def marginals(
+        self, key: PRNGKeyArray, source: Any, x1: Float[Array, "batch *event"]
+    ) -> tuple[Float[Array, "batch *event"], Float[Array, "batch *event"]]:
+        """What `prepare` takes, from a batch `x1`: `(x0, x1)`, `x0 ~ source`."""
+        return _draw_source(key, source, x1)
+
+    def prepare(
+        self,
+        key: PRNGKeyArray,
+        x0: Float[Array, "batch *event"],
+        x1: Float[Array, "batch *event"],
+    ) -> tuple[Float[Array, " batch"], PathSample, Float[Array, "batch *target"]]:
+        """Draw times and path samples for a batch: `(t, path_sample, target)`.
+
+        Everything random about the loss happens here, so a batch can be prepared
+        once and regressed in micro-batches (gradient accumulation).
+        """
+        if x0.shape != x1.shape:
+            raise ValueError(
+                f"x0 and x1 must have the same shape, got {x0.shape} and {x1.shape}."
+            )
+        n = x1.shape[0]
+        key_t, key_path = jax.random.split(key)
+        t = self.time_sampler(key_t, n).astype(x1.dtype)
+        ps = jax.vmap(self.path.sample)(jax.random.split(key_path, n), x0, x1, t)
+        return t, ps, jax.vmap(self.target)(ps)
+
+    def regress(
+        self,
+        model_fn: ModelFn,
+        params: PyTree,
+        t: Float[Array, " batch"],
+        xt: Float[Array, "batch *event"],
+        target: Float[Array, "batch *target"],
+        cond: PyTree | None = None,
+    ) -> tuple[Float[Array, ""], LossAux]:
+        """The mean weighted squared error of the model at `(t, xt)` to `target`."""
+        return _regress_stacked(
+            model_fn, params, t, xt, target, cond, self.weight_fn, self._stacked
+        )
+
+    def __call__(
+        self,
+        model_fn: ModelFn,
+        params: PyTree,
+        key: PRNGKeyArray,
+        x0: Float[Array, "batch *event"],
+        x1: Float[Array, "batch *event"],
+        cond: PyTree | None = None,
+    ) -> tuple[Float[Array, ""], LossAux]:
+        """Mean weighted squared error over a batch: `prepare`, then `regress`."""
+        t, ps, target = self.prepare(key, x0, x1)
+        return self.regress(model_fn, params, t, ps.xt, target, cond)
+
+
+class FlowMatchingLoss(_PairLoss):
     r"""The conditional flow-matching regression on a path.
 
     Attributes:
@@ -158,69 +245,6 @@ class FlowMatchingLoss(eqx.Module):
             return ps.x0
         return -ps.x0 / self.path.schedule(ps.t).sigma
 
-    def marginals(
-        self, key: PRNGKeyArray, source: Any, x1: Float[Array, "batch *event"]
-    ) -> tuple[Float[Array, "batch *event"], Float[Array, "batch *event"]]:
-        """What `prepare` takes, from a batch `x1`: `(x0, x1)`, `x0 ~ source`."""
-        return _draw_source(key, source, x1)
-
-    def prepare(
-        self,
-        key: PRNGKeyArray,
-        x0: Float[Array, "batch *event"],
-        x1: Float[Array, "batch *event"],
-    ) -> tuple[Float[Array, " batch"], PathSample, Float[Array, "batch *event"]]:
-        """Draw times and path samples for a batch: `(t, path_sample, target)`.
-
-        Everything random about the loss happens here, so a batch can be prepared
-        once and regressed in micro-batches (gradient accumulation).
-        """
-        if x0.shape != x1.shape:
-            raise ValueError(
-                f"x0 and x1 must have the same shape, got {x0.shape} and {x1.shape}."
-            )
-        n = x1.shape[0]
-        key_t, key_path = jax.random.split(key)
-        t = self.time_sampler(key_t, n).astype(x1.dtype)
-        ps = jax.vmap(self.path.sample)(jax.random.split(key_path, n), x0, x1, t)
-        return t, ps, jax.vmap(self.target)(ps)
-
-    def regress(
-        self,
-        model_fn: ModelFn,
-        params: PyTree,
-        t: Float[Array, " batch"],
-        xt: Float[Array, "batch *event"],
-        target: Float[Array, "batch *event"],
-        cond: PyTree | None = None,
-    ) -> tuple[Float[Array, ""], LossAux]:
-        """The mean weighted squared error of the model at `(t, xt)` to `target`."""
-        cond_axis = None if cond is None else 0
-        pred = jax.vmap(model_fn, in_axes=(None, 0, 0, cond_axis))(params, t, xt, cond)
-        if pred.shape != target.shape:
-            raise ValueError(
-                f"model output shape {pred.shape[1:]} does not match the target's "
-                f"event shape {target.shape[1:]}."
-            )
-        axes = tuple(range(1, target.ndim))
-        per_sample = jnp.mean((pred.astype(target.dtype) - target) ** 2, axis=axes)
-        if self.weight_fn is not None:
-            per_sample = per_sample * jax.vmap(self.weight_fn)(t)
-        return jnp.mean(per_sample), LossAux(t, per_sample)
-
-    def __call__(
-        self,
-        model_fn: ModelFn,
-        params: PyTree,
-        key: PRNGKeyArray,
-        x0: Float[Array, "batch *event"],
-        x1: Float[Array, "batch *event"],
-        cond: PyTree | None = None,
-    ) -> tuple[Float[Array, ""], LossAux]:
-        """Mean weighted squared error over a batch: `prepare`, then `regress`."""
-        t, ps, target = self.prepare(key, x0, x1)
-        return self.regress(model_fn, params, t, ps.xt, target, cond)
-
 
 # ---------------------------------------------------------------------------------
 # Stochastic interpolants and multimarginal interpolants
@@ -250,27 +274,7 @@ def noise_weight(path: StochasticInterpolant) -> Callable[[Array], Array]:
     return weight
 
 
-def _regress_stacked(model_fn, params, t, xt, target, cond, weight_fn, stacked):
-    """Mean weighted squared error; with `stacked`, summed over axis 1 of target."""
-    cond_axis = None if cond is None else 0
-    pred = jax.vmap(model_fn, in_axes=(None, 0, 0, cond_axis))(params, t, xt, cond)
-    if stacked and isinstance(pred, tuple | list):
-        pred = jnp.stack(pred, axis=1)
-    if pred.shape != target.shape:
-        raise ValueError(
-            f"model output shape {pred.shape[1:]} does not match the target's "
-            f"shape {target.shape[1:]} (per sample)."
-        )
-    axes = tuple(range(2 if stacked else 1, target.ndim))
-    per_sample = jnp.mean((pred.astype(target.dtype) - target) ** 2, axis=axes)
-    if stacked:
-        per_sample = jnp.sum(per_sample, axis=1)
-    if weight_fn is not None:
-        per_sample = per_sample * jax.vmap(weight_fn)(t)
-    return jnp.mean(per_sample), LossAux(t, per_sample)
-
-
-class InterpolantLoss(eqx.Module):
+class InterpolantLoss(_PairLoss):
     r"""Square-loss regressions of a stochastic interpolant's fields.
 
     | `prediction` | model output | per-sample target |
@@ -320,6 +324,10 @@ class InterpolantLoss(eqx.Module):
                 f"{self.prediction!r}."
             )
 
+    @property
+    def _stacked(self) -> bool:
+        return self.prediction == "two_field"
+
     def target(self, ps: PathSample) -> Float[Array, "*target"]:
         """The regression target of one path sample (`(2, *event)` for two-field)."""
         if self.prediction == "velocity":
@@ -330,57 +338,6 @@ class InterpolantLoss(eqx.Module):
             return self.path.score_target(ps)
         v = self.path.interpolant_velocity_target(ps)
         return jnp.stack([v, self.path.denoiser_target(ps)])
-
-    def marginals(
-        self, key: PRNGKeyArray, source: Any, x1: Float[Array, "batch *event"]
-    ) -> tuple[Float[Array, "batch *event"], Float[Array, "batch *event"]]:
-        """What `prepare` takes, from a batch `x1`: `(x0, x1)`, `x0 ~ source`."""
-        return _draw_source(key, source, x1)
-
-    def prepare(
-        self,
-        key: PRNGKeyArray,
-        x0: Float[Array, "batch *event"],
-        x1: Float[Array, "batch *event"],
-    ) -> tuple[Float[Array, " batch"], PathSample, Float[Array, "batch *target"]]:
-        """Draw times, noise and path samples: `(t, path_sample, target)`."""
-        if x0.shape != x1.shape:
-            raise ValueError(
-                f"x0 and x1 must have the same shape, got {x0.shape} and {x1.shape}."
-            )
-        n = x1.shape[0]
-        key_t, key_path = jax.random.split(key)
-        t = self.time_sampler(key_t, n).astype(x1.dtype)
-        ps = jax.vmap(self.path.sample)(jax.random.split(key_path, n), x0, x1, t)
-        return t, ps, jax.vmap(self.target)(ps)
-
-    def regress(
-        self,
-        model_fn: ModelFn,
-        params: PyTree,
-        t: Float[Array, " batch"],
-        xt: Float[Array, "batch *event"],
-        target: Float[Array, "batch *target"],
-        cond: PyTree | None = None,
-    ) -> tuple[Float[Array, ""], LossAux]:
-        """The mean weighted squared error of the model at `(t, xt)` to `target`."""
-        stacked = self.prediction == "two_field"
-        return _regress_stacked(
-            model_fn, params, t, xt, target, cond, self.weight_fn, stacked
-        )
-
-    def __call__(
-        self,
-        model_fn: ModelFn,
-        params: PyTree,
-        key: PRNGKeyArray,
-        x0: Float[Array, "batch *event"],
-        x1: Float[Array, "batch *event"],
-        cond: PyTree | None = None,
-    ) -> tuple[Float[Array, ""], LossAux]:
-        """Mean weighted squared error over a batch: `prepare`, then `regress`."""
-        t, ps, target = self.prepare(key, x0, x1)
-        return self.regress(model_fn, params, t, ps.xt, target, cond)
 
 
 class MultimarginalLoss(eqx.Module):
