@@ -305,11 +305,14 @@ def run_one(
     steps_per_call: int = STEPS_PER_CALL,
     coupling_reps: int = 50,
     reference_w2: float | None = None,
+    git: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train and evaluate one (task, method, seed); write its JSON to `out`.
 
     `reference_w2` is $W_2(q_0, q_1)$ on this (task, seed)'s evaluation points when
-    already known (it depends on neither the method nor the training).
+    already known (it depends on neither the method nor the training). `git` is
+    the commit and uncommitted flowlab files of the code this process imported
+    (taken when the run started: others may commit while it runs); default: now.
     """
     if (task, method) not in cells():
         raise ValueError(f"no cell ({task!r}, {method!r}); see cells().")
@@ -422,7 +425,7 @@ def run_one(
         "n_train": n_train,
         "n_eval": n_eval,
         "protocol": PROTOCOL,
-        "git": _git_commit(),
+        "git": git if git is not None else _git_commit(),
         "machine": common.machine_info(),
     }
     if out is not None:
@@ -696,6 +699,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for task, method in cells(args.tasks, args.methods)
         if args.force or not result_path(args.out, task, method, seed).exists()
     ]
+    git = _git_commit()  # the code this process has imported, before any result
     print(f"{len(todo)} results to run into {args.out}", flush=True)
     for i, (task, method, seed) in enumerate(todo, 1):
         r = run_one(
@@ -707,6 +711,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             out=args.out,
             w2_backend=args.w2_backend,
             reference_w2=_reference_w2(args.out, task, seed, args.n_eval),
+            git=git,
         )
         print(
             f"[{i}/{len(todo)}] {task} {method} seed {seed}: W2 {r['w2']:.4f} "
