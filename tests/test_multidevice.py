@@ -14,7 +14,17 @@ def test_multidevice_suite_passes_on_8_fake_cpu_devices():
         env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
     ).strip()
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "multidevice"],
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-n",
+            "0",
+            "-p",
+            "no:cacheprovider",
+            "multidevice",
+        ],
         cwd=HERE,
         env=env,
         capture_output=True,
