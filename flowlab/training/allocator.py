@@ -19,6 +19,7 @@ __all__ = ["retain_freed_memory"]
 # glibc's mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
+_M_ARENA_MAX = -8
 _INT_MAX = 2**31 - 1  # mallopt takes an int
 _HEAP_HALF = 32 * 2**20  # the largest mmap threshold some glibc versions accept
 
@@ -28,14 +29,18 @@ _applied = False
 def retain_freed_memory() -> bool:
     """Ask glibc's malloc to keep freed memory instead of returning it to the kernel.
 
-    Sets `M_MMAP_THRESHOLD` and `M_TRIM_THRESHOLD` to their largest values with
-    `mallopt`, for the whole process and for the rest of its life: allocations
-    are served from the heap and freed memory is reused, not unmapped. The
-    process's resident memory then stays near its peak. It is what the environment
-    `MALLOC_MMAP_THRESHOLD_` / `MALLOC_TRIM_THRESHOLD_` do, set from inside Python.
+    Sets `M_MMAP_THRESHOLD` and `M_TRIM_THRESHOLD` to their largest values and
+    `M_ARENA_MAX` to 1 with `mallopt`, for the whole process and for the rest of
+    its life: allocations are served from one heap and freed memory is reused, not
+    unmapped. The process's resident memory then stays near its peak. It is what
+    the environment `MALLOC_MMAP_THRESHOLD_`, `MALLOC_TRIM_THRESHOLD_` and
+    `MALLOC_ARENA_MAX` do, set from inside Python.
 
-    `flowlab train` calls it on CPU; call it yourself before training on CPU from a
-    script. It does nothing (and returns `False`) where the C library is not glibc.
+    Call it before the first JAX computation: threads that have already allocated
+    keep their own heaps (arenas), which glibc still unmaps when they empty. The
+    `flowlab` command calls it first thing; `fit` calls it too, which helps less
+    when the script has already run JAX code. It does nothing (and returns
+    `False`) where the C library is not glibc.
 
     Returns:
         Whether the settings are in effect.
@@ -54,5 +59,8 @@ def retain_freed_memory() -> bool:
     mallopt.restype = ctypes.c_int
     ok = any(mallopt(_M_MMAP_THRESHOLD, v) == 1 for v in (_INT_MAX, _HEAP_HALF))
     ok = (mallopt(_M_TRIM_THRESHOLD, _INT_MAX) == 1) and ok
+    # one arena: XLA's worker threads would otherwise allocate from per-thread
+    # heaps, which glibc unmaps when they empty, whatever the thresholds
+    ok = (mallopt(_M_ARENA_MAX, 1) == 1) and ok
     _applied = ok
     return ok
