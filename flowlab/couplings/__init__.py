@@ -30,17 +30,13 @@ from ._data_dependent import (
     AbstractDataDependent,
     Degradation,
     Inpainting,
-    box_mask,
     conditioned_field,
-    coordinate_mask,
     degradation,
-    half_mask,
     inpainting,
-    mask_mixture,
-    pool_upsample,
 )
 from ._entropic import EntropicOT, partial, sinkhorn, unbalanced
 from ._exact import ExactOT, exact_ot
+from ._masks import box_mask, coordinate_mask, half_mask, mask_mixture, pool_upsample
 from ._sharded import Sharded, sharded
 from ._stable import StableMatching, stable_match, stable_matching
 
