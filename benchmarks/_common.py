@@ -4,8 +4,10 @@ Nothing here imports torch at module level: the PyTorch peers are optional, and
 `optional_torch()` says why they are missing when they are.
 """
 
+import argparse
 import datetime
 import importlib
+import json
 import math
 import os
 import platform
@@ -33,6 +35,7 @@ MALLOC_RETAINS_FREED = retain_freed_memory()
 __all__ = [
     "Timing",
     "Usage",
+    "bench_main",
     "calibrate",
     "fmt",
     "load_average",
@@ -305,3 +308,23 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str
     ]
     lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def bench_main(
+    doc: str,
+    run: Callable[..., dict[str, Any]],
+    markdown: Callable[[dict[str, Any]], str],
+    argv: list[str] | None = None,
+) -> int:
+    """The command line of one PyTorch-peered benchmark: run, print, save JSON."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="few short reps (smoke)")
+    parser.add_argument("--no-torch", action="store_true", help="skip the peers")
+    parser.add_argument("--json", help="also write the raw numbers to this file")
+    args = parser.parse_args(argv)
+    result = run(quick=args.quick, no_torch=args.no_torch)
+    print(markdown(result))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+    return 0

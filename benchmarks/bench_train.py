@@ -22,8 +22,6 @@ shows where the rest of the time goes.
     python benchmarks/bench_train.py [--quick] [--no-torch] [--json PATH]
 """
 
-import argparse
-import json
 import sys
 import time
 from collections.abc import Callable
@@ -641,17 +639,7 @@ def markdown(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="few short reps (smoke)")
-    parser.add_argument("--no-torch", action="store_true", help="skip the peers")
-    parser.add_argument("--json", help="also write the raw numbers to this file")
-    args = parser.parse_args(argv)
-    result = run(quick=args.quick, no_torch=args.no_torch)
-    print(markdown(result))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
-    return 0
+    return common.bench_main(__doc__, run, markdown, argv)
 
 
 if __name__ == "__main__":

@@ -31,21 +31,6 @@ from flowlab import data, losses, metrics, paths  # noqa: E402
 NAMES = ("gaussian", "8gaussians", "moons")
 
 
-class Stacked(data.AbstractSampler):
-    """Independent draws of each marginal, stacked: shape (n, K + 1, *event)."""
-
-    samplers: tuple[data.AbstractSampler, ...]
-
-    @property
-    def event_shape(self):
-        return (len(self.samplers), *self.samplers[0].event_shape)
-
-    def sample(self, key, n):
-        keys = jax.random.split(key, len(self.samplers))
-        draws = [s.sample(k, n) for s, k in zip(self.samplers, keys, strict=True)]
-        return jnp.stack(draws, axis=1)
-
-
 class SimplexMLP(nn.Module):
     """(alpha, x) -> the stacked predictions g_k, shape (K + 1, *x.shape)."""
 
@@ -89,7 +74,7 @@ def main():
         params,
         loss,
         source=None,  # every marginal comes from the batch
-        target=Stacked(tuple(samplers)),
+        target=data.Stacked(*samplers),
         key=k_train,
         steps=args.steps,
         batch_size=args.batch_size,

@@ -5,6 +5,7 @@ from collections.abc import Callable
 from ._base import AbstractSampler
 from .digits import DIGITS_SHAPE, Digits, load_digits
 from .empirical import Empirical
+from .stacked import Stacked
 from .toys import Checkerboard, EightGaussians, Gaussian, Moons, Rings, SCurve, Spirals
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "Rings",
     "SCurve",
     "Spirals",
+    "Stacked",
     "get",
     "load_digits",
 ]

@@ -160,3 +160,20 @@ def test_bad_gaussian_std_raises():
 def test_bad_empirical_points_raise(shape):
     with pytest.raises(ValueError, match="points must have shape"):
         data.Empirical(jnp.zeros(shape))
+
+
+def test_stacked_draws_each_marginal_on_axis_1(key):
+    stacked = data.Stacked(data.Gaussian(2, mean=-5.0), data.Moons())
+    x = stacked.sample(key, 4000)
+    assert stacked.event_shape == (2, 2)
+    assert x.shape == (4000, 2, 2)
+    np.testing.assert_allclose(x[:, 0].mean(0), [-5.0, -5.0], atol=0.1)
+    keys = jax.random.split(key, 2)  # each sampler gets its own key, in order
+    np.testing.assert_array_equal(x[:, 1], data.Moons().sample(keys[1], 4000))
+
+
+def test_stacked_rejects_mismatched_or_too_few_samplers():
+    with pytest.raises(ValueError, match="one event shape"):
+        data.Stacked(data.Gaussian(3), data.Moons())
+    with pytest.raises(ValueError, match="at least 2"):
+        data.Stacked(data.Moons())

@@ -17,23 +17,8 @@ MEANS = ((0.0, 0.0), (3.0, -1.0), (-2.0, 2.0))  # three 2-D Gaussian marginals
 K1, D, HIDDEN, BATCH = len(MEANS), 2, 32, 128
 
 
-class Stacked(data.AbstractSampler):
-    """Independent draws of each marginal, stacked on axis 1: `(n, K + 1, *event)`."""
-
-    samplers: tuple[data.AbstractSampler, ...]
-
-    @property
-    def event_shape(self):
-        return (len(self.samplers), *self.samplers[0].event_shape)
-
-    def sample(self, key, n):
-        keys = jax.random.split(key, len(self.samplers))
-        draws = [s.sample(k, n) for s, k in zip(self.samplers, keys, strict=True)]
-        return jnp.stack(draws, axis=1)
-
-
 def _marginals():
-    return Stacked(tuple(data.Gaussian(D, mean=m, std=0.5) for m in MEANS))
+    return data.Stacked(*(data.Gaussian(D, mean=m, std=0.5) for m in MEANS))
 
 
 def model_fn(params, alpha, x, cond):
