@@ -14,23 +14,34 @@ overflow: $2^{40}$ with 64-bit integers (x64 enabled: far below float32's and 1e
 the cost range), $2^{27}/(n + 1)$ with 32-bit ones ($1.3 \times 10^5$ levels at
 $n = 1024$, about float32's own resolution of the costs).
 
-**Auction (Bertsekas).** Prices start at the column reduction $p_j = \max_i a_{ij}$,
-where each column's best row may take it with exact CS. Phases divide ε by `THETA`
-down to 1; each keeps the pairs that still satisfy ε-CS, then every free row bids at
-once (Jacobi): row $i$ offers for its best column $j$ the price $p_j + v_1 - v_2 +
-\varepsilon$ ($v_1, v_2$: its best and second values), each column goes to its
-highest bidder, the previous holder becomes free. Among equal values a row takes
-the tie nearest after its own index, so duplicated points do not all bid for one
-column. Few free rows bid from gathered rows of $a$ (`LADDER`); many bid in one
-pass over the columns (CPU) or by row-wise reductions (accelerators).
+**Auction (Bertsekas).** Phases divide ε by `THETA` down to 1; each keeps the pairs
+that still satisfy ε-CS, then every free row bids at once (Jacobi): row $i$ offers
+for its best column $j$ the price $p_j + v_1 - v_2 + \varepsilon$ ($v_1, v_2$: its
+best and second values), each column goes to its highest bidder, the previous
+holder becomes free. Among equal values a row takes a tie at or after its own
+index, so duplicated points do not all bid for one column. Few free rows bid from
+gathered rows of $a$ (`LADDER`, `LADDER_SCAN`); all rows bid in one pass over the
+columns. On a CPU both are loops over the columns that update every row's best and
+second values elementwise, which vectorises where row-wise reductions do not.
 
-**Shortest-path tails.** Jacobi rounds end each phase with long single-bidder price
-wars. Once at most `TAIL` rows are free, each is placed by a Hungarian step:
+**Starting prices.** Column reduction ($p_j = \max_i a_{ij}$) leaves every row
+wanting the same few columns when the two batches are apart (a translated cloud),
+and Jacobi rounds then place a handful of rows each. Instead `SINKHORN` log-domain
+Sinkhorn sweeps at the first phase's regularisation give column potentials whose
+prices spread the rows' choices, made exact by a column c-transform (each column's
+best row takes it, with exact CS).
+
+**Shortest-path tails.** Jacobi rounds end a phase with long single-bidder price
+wars. Phases other than the last `PATHS` stop bidding at `TAIL` free rows and hand
+them to the next phase (ε-scaling needs no complete assignment until the end). The
+last phases, and any phase whose rounds stall (`STALL` rounds without fewer free
+rows, as among duplicated points), place the remaining rows by Hungarian steps:
 Dijkstra from the free rows over the reduced costs $r_{ij} = c_{ij} + p_j -
 \min_k(c_{ik} + p_k) \ge 0$ ($c = -a$, matched pairs counted 0) to the nearest
 free column, then $p_j \mathrel{+}= D - d_j$ on the scanned columns. This keeps
-ε-CS for every matched pair and makes the new pairs tight, so the last phase
-still ends with a complete assignment in 1-CS, hence optimal.
+ε-CS for every matched pair and makes the new pairs tight (so they survive the
+next division of ε), and the last phase ends with a complete assignment in 1-CS,
+hence optimal.
 
 Costs of $+\infty$ mark forbidden pairs (the conditional coupling): they must form
 blocks (pairs across the classes of an equivalence relation), each block with as
@@ -48,11 +59,15 @@ from jaxtyping import Array, Bool, Float, Int
 
 __all__ = ["linear_assignment"]
 
-THETA = 16  # ε shrinks by this factor per phase
-TAIL = 8  # free rows each phase leaves to shortest augmenting paths
-LADDER = (16, 64, 256)  # compacted bidding rounds: row counts, each at most n / 16
+THETA = 8  # ε shrinks by this factor per phase
+TAIL = 8  # free rows a phase leaves to the next one, or to shortest augmenting paths
+PATHS = 3  # the last phases complete their assignment by shortest augmenting paths
+STALL = 32  # bidding rounds without fewer free rows: shortest paths take over
+LADDER = (16, 64, 256)  # compacted bidding rounds (row reductions): each ≤ n / 16
+LADDER_SCAN = (16, 64, 128, 256)  # compacted bidding rounds (column scans): ≤ n / 2
 M64 = 2**40
 EPS0 = 64  # the first phase has ε = C / EPS0
+SINKHORN = 3  # entropic iterations for the starting prices, at regularisation C / EPS0
 
 
 class _State(NamedTuple):
@@ -116,48 +131,69 @@ def _top2(v: Int[Array, "k n"], rows: Int[Array, " k"]):
     return j1, v1, v2
 
 
-def _bid_compact(size: int, prob: _Problem, s: _State):
-    """Bids of up to `size` free rows, gathered (rows of `a` are contiguous)."""
+def _free_rows(size: int, s: _State):
+    """The first `size` free rows (padded with row 0) and which of them are real."""
     free = s.col < 0
     rows = jnp.nonzero(free, size=size, fill_value=0)[0].astype(jnp.int32)
-    valid = jnp.arange(size) < free.sum()
+    return rows, jnp.arange(size) < free.sum()
+
+
+def _bid_compact(size: int, prob: _Problem, s: _State):
+    """Bids of up to `size` free rows by row-wise reductions (accelerators)."""
+    rows, valid = _free_rows(size, s)
     return rows, valid, *_top2(prob.a[rows] - s.prices[None, :], rows)
 
 
 def _bid_all_rows(prob: _Problem, s: _State):
-    """Bids of every row at once by row-wise reductions (GPU, TPU)."""
+    """Bids of every row at once by row-wise reductions (accelerators)."""
     rows = jnp.arange(prob.a.shape[0], dtype=jnp.int32)
     return rows, s.col < 0, *_top2(prob.a - s.prices[None, :], rows)
 
 
-def _bid_all_scan(prob: _Problem, s: _State):
-    """Bids of every row at once: one pass over the columns of `a` (CPU).
+def _scan_top2(at: Int[Array, "n k"], prices: Int[Array, " n"], rows: Int[Array, " k"]):
+    """Best column, best and second values of `rows`, from their columns `at`.
 
     A loop over the columns that updates every row's best and second values
     elementwise vectorises well on a CPU, where three row-wise reductions do not.
+    Ties: the last tied column at or after the row's index, else the first one.
     """
-    n = prob.a.shape[0]
-    rows = jnp.arange(n, dtype=jnp.int32)
-    low = jnp.full(n, _low(prob.a.dtype), prob.a.dtype)
+    n = at.shape[0]
+    low = jnp.full(rows.shape, _low(at.dtype), at.dtype)
 
     def body(j, carry):
         v1, v2, j1 = carry
-        v = prob.at[j] - s.prices[j]
+        v = at[j] - prices[j]
         gt = v > v1
-        better = gt | ((v == v1) & (j >= rows))  # the last tie at or after row i
+        better = gt | ((v == v1) & (j >= rows))
         v2 = jnp.where(gt, v1, jnp.maximum(v2, v))
         return jnp.maximum(v, v1), v2, jnp.where(better, j, j1)
 
-    v1, v2, j1 = lax.fori_loop(0, n, body, (low, low, rows * 0), unroll=4)
-    return rows, s.col < 0, j1, v1, v2
+    v1, v2, j1 = lax.fori_loop(0, n, body, (low, low, rows * 0), unroll=16)
+    return j1, v1, v2
+
+
+def _bid_compact_scan(size: int, prob: _Problem, s: _State):
+    """Bids of up to `size` free rows: their rows of `a`, transposed, scanned (CPU)."""
+    rows, valid = _free_rows(size, s)
+    return rows, valid, *_scan_top2(prob.a[rows].T, s.prices, rows)
+
+
+def _bid_all_scan(prob: _Problem, s: _State):
+    """Bids of every row at once: one pass over the columns of `a` (CPU)."""
+    rows = jnp.arange(prob.a.shape[0], dtype=jnp.int32)
+    return rows, s.col < 0, *_scan_top2(prob.at, s.prices, rows)
 
 
 def _round(prob: _Problem, s: _State, scan: bool) -> _State:
     """One Jacobi bidding round of every free row (compacted when few are free)."""
     n = prob.a.shape[0]
     low = _low(prob.a.dtype)
-    ladder = [k for k in LADDER if k <= n // 16]
-    full = _bid_all_scan if scan else _bid_all_rows
+    if scan:
+        ladder = [k for k in LADDER_SCAN if k <= n // 2]
+        compact, full = _bid_compact_scan, _bid_all_scan
+    else:
+        ladder = [k for k in LADDER if k <= n // 16]
+        compact, full = _bid_compact, _bid_all_rows
 
     def settle(bids):
         rows, valid, j1, v1, v2 = bids
@@ -171,7 +207,7 @@ def _round(prob: _Problem, s: _State, scan: bool) -> _State:
         )
         return best, win
 
-    branches = [lambda k=k: settle(_bid_compact(k, prob, s)) for k in ladder]
+    branches = [lambda k=k: settle(compact(k, prob, s)) for k in ladder]
     branches.append(lambda: settle(full(prob, s)))
     count = (s.col < 0).sum()
     which = jnp.searchsorted(jnp.asarray(ladder + [n], jnp.int32), count)
@@ -278,29 +314,62 @@ def _start_phase(prob: _Problem, s: _State) -> _State:
     return _State(prices, owner, col, eps)
 
 
-def _solve(prob: _Problem, scan: bool) -> Int[Array, " n"]:
+def _entropic_start(prob: _Problem) -> _State:
+    r"""Starting prices and pairs from a few entropic (Sinkhorn) iterations.
+
+    Log-domain Sinkhorn on the benefits scaled to $[-1, 0]$, at the regularisation
+    of the first phase, gives column potentials $g$ whose prices $p = -g$ leave the
+    rows' best columns spread over all columns (plain column reduction leaves every
+    row wanting the same few columns when the two batches are apart). A column
+    c-transform then makes them exact: with the rows' best values $\pi_i = \max_j
+    (a_{ij} - p_j)$, $p_j = \max_i (a_{ij} - \pi_i)$, and each column's best row
+    takes it (the first such column per row), with exact CS.
+    """
     n = prob.a.shape[0]
+    dtype = prob.a.dtype
+    span = prob.span.astype(jnp.float32)
+    a = prob.a.astype(jnp.float32) / span
+    reg = 1.0 / EPS0
+
+    def sweep(_, g):
+        f = -reg * jax.nn.logsumexp((a + g[None, :]) / reg, axis=1)
+        return -reg * jax.nn.logsumexp((a + f[:, None]) / reg, axis=0)
+
+    g = lax.fori_loop(0, SINKHORN, sweep, jnp.zeros(n, jnp.float32))
+    profit = jnp.max(prob.a - jnp.round(-g * span).astype(dtype)[None, :], axis=1)
+    values = prob.at - profit[None, :]  # (column, row)
+    prices = jnp.max(values, axis=1)
+    best = jnp.argmax(values, axis=1).astype(jnp.int32)
     cols = jnp.arange(n, dtype=jnp.int32)
-    # column reduction (Jonker-Volgenant): p_j = max_i a_ij makes each column's best
-    # row value it at 0, its maximum; a row that is best for a column takes it
-    prices = jnp.max(prob.a, axis=0)
-    best = jnp.argmax(prob.a, axis=0).astype(jnp.int32)
     first = jnp.full(n, n, jnp.int32).at[best].min(cols)
     col = jnp.where(first < n, first, -1)
     owner = jnp.where(first[best] == cols, best, -1)
     eps0 = jnp.maximum(prob.span // EPS0, 1) * THETA
-    state = _State(prices, owner, col, eps0.astype(prob.a.dtype))
+    return _State(prices, owner, col, eps0.astype(dtype))
+
+
+def _solve(prob: _Problem, scan: bool) -> Int[Array, " n"]:
+    paths = THETA ** (PATHS - 1)  # phases with ε at most this augment
+
+    def bidding(c):  # until at most TAIL rows are free, or STALL rounds free none
+        s, fewest, since = c
+        return ((s.col < 0).sum() > TAIL) & (since < STALL)
+
+    def bid(c):
+        s, fewest, since = c
+        s = _round(prob, s, scan)
+        free = (s.col < 0).sum()
+        return s, jnp.minimum(free, fewest), jnp.where(free < fewest, 0, since + 1)
 
     def phase(s):
         s = _start_phase(prob, s)
-        s = lax.while_loop(
-            lambda s: (s.col < 0).sum() > TAIL, lambda s: _round(prob, s, scan), s
-        )
+        s, _, since = lax.while_loop(bidding, bid, (s, (s.col < 0).sum(), 0))
+        complete = (s.eps <= paths) | (since >= STALL)
         return lax.while_loop(
-            lambda s: (s.col < 0).any(), lambda s: _augment(prob, s), s
+            lambda s: complete & (s.col < 0).any(), lambda s: _augment(prob, s), s
         )
 
-    return lax.while_loop(lambda s: s.eps > 1, phase, state).col
+    return lax.while_loop(lambda s: s.eps > 1, phase, _entropic_start(prob)).col
 
 
 def linear_assignment(cost: Float[Array, "n n"]) -> Int[Array, " n"]:

@@ -97,9 +97,12 @@ def test_forbidden_blocks_are_never_used():
     _check_optimal(big, sigma)
 
 
-def test_row_reduction_path_matches_scipy():
+@pytest.mark.parametrize(
+    ("kind", "n"), [("moons_normal", 64), ("gaussian_shift", 256), ("duplicates", 128)]
+)
+def test_row_reduction_path_matches_scipy(kind, n):
     """The accelerator path (row-wise reductions, no column scan), run on CPU."""
-    x0, x1 = cases.batch("moons_normal", 64, 9)
+    x0, x1 = cases.batch(kind, n, 9)
     cost = cases.sq_cost(x0, x1)
     run = jax.jit(lambda c: _assignment._solve(_assignment._quantise(c), scan=False))
     _check_optimal(cost, run(jnp.asarray(cost)))
