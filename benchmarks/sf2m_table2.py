@@ -75,6 +75,18 @@ PROTOCOL = {
     "solver_steps": 100,
     "n_eval": 10_000,
     "seeds": [0, 1, 2, 3, 4],
+    "data": {
+        "gaussian": "N(0, I) in 2-D",
+        "8gaussians": "torchcfm sample_8gaussians: radius 5, covariance sqrt(0.1) I",
+        "moons": "torchdyn generate_moons(noise=0.2) * 3 - 1",
+        "scurve": "scikit-learn make_s_curve(noise=0.05) on (x, z), times 1.5 "
+        "(torchcfm runner's sklearn data module)",
+    },
+}
+# Before the runner's S-curve was adopted: results without `protocol["data"]`.
+LEGACY_DATA = {
+    **PROTOCOL["data"],
+    "scurve": "scikit-learn make_s_curve(noise=0.1) on (x, z), not rescaled",
 }
 STEPS_PER_CALL = 257  # 19,532 = 76 x 257: one compiled call size for a full run
 SKIP_NONFINITE = "skip"  # SB-CFM's target diverges at t = 0 (drawn w.p. ~2^-23)
@@ -239,7 +251,19 @@ def _keys(task: str, seed: int) -> dict[str, jax.Array]:
 
 
 def _sampler(name: str) -> data.AbstractSampler:
-    return data.get(name, dim=2) if name == "gaussian" else data.get(name)
+    """The sampler of one of `PROTOCOL["data"]`."""
+    if name == "gaussian":
+        return data.Gaussian(2)
+    if name == "scurve":  # torchcfm's runner (its utils have no S-curve)
+        return data.SCurve(noise=0.05, scale=1.5)
+    return data.get(name)
+
+
+def same_data(result: dict[str, Any], task: str) -> bool:
+    """Whether `result` used the current definitions of `task`'s two data sets."""
+    used = result.get("protocol", {}).get("data", LEGACY_DATA)
+    spec = TASKS[task]
+    return all(used.get(k) == PROTOCOL["data"][k] for k in (spec.source, spec.target))
 
 
 def _git_commit() -> dict[str, Any]:
@@ -498,6 +522,7 @@ def summarise(
             and r["method"] == method
             and r["steps"] == PROTOCOL["steps"]
             and r["n_eval"] == n_eval
+            and same_data(r, task)
         ]
         rows.sort(key=lambda r: r["seed"])
         w2 = _mean_std([r["w2"] for r in rows])
@@ -649,7 +674,12 @@ def write_table(out: Path, table: Path = TABLE) -> str:
 def _reference_w2(out: Path, task: str, seed: int, n_eval: int) -> float | None:
     """W2(q0, q1) of this (task, seed) from a result already on disk, if any."""
     for r in load_results(out):
-        if r["task"] == task and r["seed"] == seed and r["n_eval"] == n_eval:
+        if (
+            r["task"] == task
+            and r["seed"] == seed
+            and r["n_eval"] == n_eval
+            and same_data(r, task)
+        ):
             return r["w2_source_target"]
     return None
 

@@ -106,6 +106,7 @@ def _fake(task, method, seed, w2, npe=0.05):
         "w2_backend": "pot",
         "machine": {"cpu": "test cpu"},
         "git": {"commit": "abcdef0123456789"},
+        "protocol": table2.PROTOCOL,
     }
 
 
@@ -163,3 +164,34 @@ def test_table_partial_and_complete(tmp_path):
     assert "pass*" not in text
     assert "fail" not in text
     assert "0.117 ± 0.000" in text  # 0.9 * 0.130, five equal seeds
+
+
+def test_results_on_other_data_definitions_are_left_out():
+    # Results from before the runner's S-curve (no `protocol["data"]`) still count
+    # on tasks whose data did not change, not on N→scurve, and W2(q0, q1) is not
+    # reused from them.
+    legacy = {k: v for k, v in table2.PROTOCOL.items() if k != "data"}
+    moons = _fake("normal_moons", "icfm", 0, 0.2) | {"protocol": legacy}
+    scurve = _fake("normal_scurve", "icfm", 0, 0.2) | {"protocol": legacy}
+    assert table2.same_data(moons, "normal_moons")
+    assert not table2.same_data(scurve, "normal_scurve")
+    assert table2.same_data(_fake("normal_scurve", "icfm", 0, 0.2), "normal_scurve")
+    summary = table2.summarise([moons, scurve])
+    assert summary["normal_moons", "icfm"]["seeds"] == [0]
+    assert summary["normal_scurve", "icfm"]["seeds"] == []
+
+
+def test_scurve_is_the_runners():
+    # torchcfm's runner: make_s_curve(noise=0.05) on (x, z), times 1.5.
+    import jax
+    import numpy as np
+
+    x = np.asarray(table2._sampler("scurve").sample(jax.random.key(0), 50_000))
+    assert 1.5 < np.abs(x[:, 0]).max() < 1.5 * (1 + 5 * 0.05)
+    assert 3.0 < np.abs(x[:, 1]).max() < 1.5 * (2 + 5 * 0.05)
+    # The noise: distance to the scaled noiseless curve, per coordinate 0.075.
+    t = np.linspace(-1.5 * np.pi, 1.5 * np.pi, 20_001)
+    curve = 1.5 * np.stack([np.sin(t), np.sign(t) * (np.cos(t) - 1)], axis=-1)
+    d2 = ((x[:2000, None, :] - curve[None, ::4, :]) ** 2).sum(-1).min(axis=1)
+    # Squared distance to a curve: about one coordinate's noise variance.
+    assert 0.5 * 0.075**2 < d2.mean() < 1.5 * 0.075**2

@@ -108,16 +108,22 @@ class Moons(_Planar):
 
 
 class SCurve(_Planar):
-    """scikit-learn's S-curve, coordinates (x, z), with Gaussian noise."""
+    """scikit-learn's S-curve, coordinates (x, z), with Gaussian noise, scaled.
+
+    `(x, z) = (sin t, sign(t)(cos t - 1))` with `t ~ U(-3π/2, 3π/2)`, plus
+    `noise`-std Gaussian noise per coordinate, all times `scale`. torchcfm's
+    experiment runner uses `noise=0.05, scale=1.5`.
+    """
 
     noise: float = 0.1
+    scale: float = 1.0
 
     def sample(self, key: PRNGKeyArray, n: int) -> Float[Array, "n 2"]:
         n = check_n(n)
         k_t, k_noise = jax.random.split(key)
         t = 3 * jnp.pi * (jax.random.uniform(k_t, (n,)) - 0.5)
         x = jnp.stack([jnp.sin(t), jnp.sign(t) * (jnp.cos(t) - 1)], axis=-1)
-        return x + self.noise * jax.random.normal(k_noise, (n, 2))
+        return self.scale * (x + self.noise * jax.random.normal(k_noise, (n, 2)))
 
 
 class Checkerboard(_Planar):
