@@ -31,175 +31,94 @@ whatever results exist (a partial table says so in its first line).
 
 import argparse
 import json
-import math
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flowlab import couplings, data, losses, metrics, models, paths, schedules
+from flowlab import data, losses, metrics, models
 from flowlab.run import write_atomic
 from flowlab.training import fit, make_optimizer
 
 try:
     from benchmarks import _common as common
+    from benchmarks._sf2m_protocol import (
+        DEFAULT_OUT,
+        HERE,
+        LEGACY_DATA,
+        METHODS,
+        PROTOCOL,
+        PUBLISHED,
+        ROOT,
+        SKIP_NONFINITE,
+        STEPS_PER_CALL,
+        TABLE,
+        TABLE_ORDER,
+        TASKS,
+        cells,
+        result_path,
+        same_data,
+    )
+    from benchmarks._sf2m_protocol import sampler as _sampler
+    from benchmarks._sf2m_report import (
+        build_table,
+        load_results,
+        summarise,
+        verdict,
+        write_table,
+    )
 except ModuleNotFoundError:  # run as a script: benchmarks/ itself is on sys.path
     import _common as common
+    from _sf2m_protocol import (
+        DEFAULT_OUT,
+        HERE,
+        LEGACY_DATA,
+        METHODS,
+        PROTOCOL,
+        PUBLISHED,
+        ROOT,
+        SKIP_NONFINITE,
+        STEPS_PER_CALL,
+        TABLE,
+        TABLE_ORDER,
+        TASKS,
+        cells,
+        result_path,
+        same_data,
+    )
+    from _sf2m_protocol import sampler as _sampler
+    from _sf2m_report import build_table, load_results, summarise, verdict, write_table
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-DEFAULT_OUT = HERE / "results" / "sf2m_table2"
-TABLE = HERE / "results" / "sf2m_table2.md"
-
-PROTOCOL = {
-    "n_train": 10_000,
-    "batch_size": 512,
-    "steps": 19_532,  # 1000 epochs of 10,000 / 512 batches
-    "width": 64,
-    "depth": 3,
-    "activation": "selu",
-    "optimizer": "adamw",
-    "lr": 1e-3,
-    "weight_decay": 1e-5,
-    "lr_schedule": "constant",
-    "ema": "none",
-    "time_sampler": "uniform [0, 1)",
-    "solver": "euler",
-    "solver_steps": 100,
-    "n_eval": 10_000,
-    "seeds": [0, 1, 2, 3, 4],
-    "data": {
-        "gaussian": "N(0, I) in 2-D",
-        "8gaussians": "torchcfm sample_8gaussians: radius 5, covariance sqrt(0.1) I",
-        "moons": "torchdyn generate_moons(noise=0.2) * 3 - 1",
-        "scurve": "scikit-learn make_s_curve(noise=0.05) on (x, z), times 1.5 "
-        "(torchcfm runner's sklearn data module)",
-    },
-}
-# Before the runner's S-curve was adopted: results without `protocol["data"]`.
-LEGACY_DATA = {
-    **PROTOCOL["data"],
-    "scurve": "scikit-learn make_s_curve(noise=0.1) on (x, z), not rescaled",
-}
-STEPS_PER_CALL = 257  # 19,532 = 76 x 257: one compiled call size for a full run
-SKIP_NONFINITE = "skip"  # SB-CFM's target diverges at t = 0 (drawn w.p. ~2^-23)
-
-
-class Task(NamedTuple):
-    """A transport problem: source and target sampler names and a label."""
-
-    source: str
-    target: str
-    label: str
-
-
-TASKS: dict[str, Task] = {
-    "normal_8gaussians": Task("gaussian", "8gaussians", "N→8gaussians"),
-    "8gaussians_moons": Task("8gaussians", "moons", "8gaussians→moons"),
-    "normal_moons": Task("gaussian", "moons", "N→moons"),
-    "normal_scurve": Task("gaussian", "scurve", "N→scurve"),
-}
-
-
-class Method(NamedTuple):
-    """How a method trains: its path, its coupling, and what it is defined for."""
-
-    label: str
-    sigma: float
-    path_fn: Callable[[float], paths.AbstractPath]
-    coupling_fn: Callable[[float], Any]
-    gaussian_source_only: bool
-    note: str
-
-
-# Cheapest first: the run order within a seed (measured per-step cost on CPU).
-METHODS: dict[str, Method] = {
-    "icfm": Method(
-        "I-CFM",
-        0.1,
-        paths.ConstantNoisePath,
-        lambda s: couplings.independent(),
-        False,
-        "x_t = (1-t)x0 + t x1 + σz, σ = 0.1, independent pairs",
-    ),
-    "fm": Method(
-        "FM",
-        0.1,
-        lambda s: paths.AffinePath(schedules.lipman_ot(s)),
-        lambda s: couplings.independent(),
-        True,
-        "Lipman's path x_t = t x1 + (1 - (1 - σ_min)t) x0, σ_min = 0.1",
-    ),
-    "sbcfm": Method(
-        "SB-CFM",
-        1.0,
-        paths.schrodinger_bridge,
-        lambda s: couplings.sinkhorn(epsilon=2 * s**2),
-        False,
-        "x_t = (1-t)x0 + t x1 + σ sqrt(t(1-t)) z, σ = 1.0, Sinkhorn plan ε = 2σ² = 2",
-    ),
-    "otcfm": Method(
-        "OT-CFM",
-        0.1,
-        paths.ConstantNoisePath,
-        lambda s: couplings.exact_ot(),
-        False,
-        "I-CFM's path (σ = 0.1) on exact minibatch OT pairs",
-    ),
-}
-
-TABLE_ORDER = ("otcfm", "icfm", "fm", "sbcfm")  # the paper's row order
-
-# (method, task) -> (W2 mean, W2 std or None, NPE); None where the paper has "—".
-PUBLISHED: dict[tuple[str, str], tuple[float, float | None, float] | None] = {
-    ("otcfm", "normal_8gaussians"): (0.303, 0.043, 0.031),
-    ("otcfm", "8gaussians_moons"): (0.601, 0.027, 0.015),
-    ("otcfm", "normal_moons"): (0.130, 0.016, 0.083),
-    ("otcfm", "normal_scurve"): (0.144, 0.028, 0.027),
-    ("icfm", "normal_8gaussians"): (0.373, 0.103, 0.202),
-    ("icfm", "8gaussians_moons"): (1.557, 0.407, 2.680),
-    ("icfm", "normal_moons"): (0.178, 0.014, 0.891),
-    ("icfm", "normal_scurve"): (0.242, 0.141, 0.856),
-    ("fm", "normal_8gaussians"): (0.343, None, 0.190),
-    ("fm", "normal_moons"): (0.209, None, 0.762),
-    ("fm", "normal_scurve"): (0.198, None, 0.743),
-    ("sbcfm", "normal_8gaussians"): (2.314, 2.112, 1.000),
-    ("sbcfm", "8gaussians_moons"): None,
-    ("sbcfm", "normal_moons"): (0.434, None, 0.995),
-    ("sbcfm", "normal_scurve"): (0.341, None, 0.745),
-}
-
-
-def cells(
-    tasks: Sequence[str] = tuple(TASKS), methods: Sequence[str] = tuple(METHODS)
-) -> list[tuple[str, str]]:
-    """The (task, method) pairs that are defined, in run order (cheap methods first).
-
-    FM needs a Gaussian source, so it has no 8gaussians→moons cell (15 in all).
-    """
-    return [
-        (task, method)
-        for method in METHODS
-        if method in methods
-        for task in TASKS
-        if task in tasks
-        and not (
-            METHODS[method].gaussian_source_only and TASKS[task].source != "gaussian"
-        )
-    ]
-
-
-def result_path(out: Path, task: str, method: str, seed: int) -> Path:
-    """Where the result of one (task, method, seed) is stored."""
-    return Path(out) / f"{task}__{method}__seed{seed}.json"
-
+__all__ = [  # the protocol and the report, re-exported for scripts and tests
+    "DEFAULT_OUT",
+    "HERE",
+    "LEGACY_DATA",
+    "METHODS",
+    "PROTOCOL",
+    "PUBLISHED",
+    "TABLE",
+    "TABLE_ORDER",
+    "TASKS",
+    "build_table",
+    "cells",
+    "compare_w2",
+    "load_results",
+    "main",
+    "result_path",
+    "run_one",
+    "same_data",
+    "summarise",
+    "verdict",
+    "wasserstein2",
+    "write_table",
+]
 
 # ---------------------------------------------------------------------------------
 # Exact W2
@@ -248,22 +167,6 @@ def _keys(task: str, seed: int) -> dict[str, jax.Array]:
     root = jax.random.fold_in(jax.random.key(seed), list(TASKS).index(task))
     names = ("train_target", "train_source", "test", "eval_source", "init", "train")
     return dict(zip(names, jax.random.split(root, len(names)), strict=True))
-
-
-def _sampler(name: str) -> data.AbstractSampler:
-    """The sampler of one of `PROTOCOL["data"]`."""
-    if name == "gaussian":
-        return data.Gaussian(2)
-    if name == "scurve":  # torchcfm's runner (its utils have no S-curve)
-        return data.SCurve(noise=0.05, scale=1.5)
-    return data.get(name)
-
-
-def same_data(result: dict[str, Any], task: str) -> bool:
-    """Whether `result` used the current definitions of `task`'s two data sets."""
-    used = result.get("protocol", {}).get("data", LEGACY_DATA)
-    spec = TASKS[task]
-    return all(used.get(k) == PROTOCOL["data"][k] for k in (spec.source, spec.target))
 
 
 def _git_commit() -> dict[str, Any]:
@@ -460,213 +363,8 @@ def run_one(
 
 
 # ---------------------------------------------------------------------------------
-# The table
-# ---------------------------------------------------------------------------------
 
 
-def load_results(out: Path) -> list[dict[str, Any]]:
-    """Every result JSON under `out` (unreadable or partial files are ignored)."""
-    results = []
-    for file in sorted(Path(out).glob("*__*__seed*.json")):
-        try:
-            results.append(json.loads(file.read_text()))
-        except (OSError, json.JSONDecodeError):
-            continue
-    return results
-
-
-def verdict(
-    mean: float | None, published: float | None, std: float | None
-) -> tuple[str, str]:
-    """`(verdict, note)`: within two published standard deviations, or below.
-
-    `pass` when `mean <= published + 2 std`; where the paper gives no standard
-    deviation the bound is the published mean itself (`note` says so); `n/a` when
-    there is nothing to compare.
-    """
-    if published is None:
-        return "n/a", "no published value"
-    if mean is None or not math.isfinite(mean):
-        return "n/a", "no result"
-    if std is None:
-        ok = mean <= published
-        return ("pass" if ok else "fail"), "no published std: bound is the mean"
-    ok = mean <= published + 2 * std
-    return ("pass" if ok else "fail"), f"bound {published + 2 * std:.3f}"
-
-
-def _mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
-    values = [v for v in values if v is not None and math.isfinite(v)]
-    if not values:
-        return None, None
-    std = statistics.stdev(values) if len(values) > 1 else None
-    return statistics.fmean(values), std
-
-
-def _pm(mean: float | None, std: float | None, digits: int = 3) -> str:
-    if mean is None:
-        return "–"
-    return f"{mean:.{digits}f}" + ("" if std is None else f" ± {std:.{digits}f}")
-
-
-def summarise(
-    results: Sequence[dict[str, Any]], n_eval: int = PROTOCOL["n_eval"]
-) -> dict[tuple[str, str], dict[str, Any]]:
-    """Per cell: seeds, W2/NPE mean and std, timings (full-protocol results only)."""
-    summary = {}
-    for task, method in cells():
-        rows = [
-            r
-            for r in results
-            if r["task"] == task
-            and r["method"] == method
-            and r["steps"] == PROTOCOL["steps"]
-            and r["n_eval"] == n_eval
-            and same_data(r, task)
-        ]
-        rows.sort(key=lambda r: r["seed"])
-        w2 = _mean_std([r["w2"] for r in rows])
-        npe = _mean_std([r["npe"] for r in rows])
-        summary[task, method] = {
-            "seeds": [r["seed"] for r in rows],
-            "w2": w2,
-            "npe": npe,
-            "train_seconds": _mean_std([r["train_seconds"] for r in rows])[0],
-            "coupling_share": _mean_std([r["coupling_share"] for r in rows])[0],
-            "eval_seconds": _mean_std([r["eval_seconds"] for r in rows])[0],
-            "skipped_steps": sum(r["skipped_steps"] for r in rows),
-            "w2_backends": sorted({r["w2_backend"] for r in rows}),
-        }
-    return summary
-
-
-def build_table(
-    results: Sequence[dict[str, Any]], seeds: Sequence[int] = PROTOCOL["seeds"]
-) -> str:
-    """The markdown report: the table beside the published values, and timings."""
-    summary = summarise(results)
-    expected = len(cells()) * len(seeds)
-    done = sum(
-        len([s for s in cell["seeds"] if s in seeds]) for cell in summary.values()
-    )
-    lines = []
-    if done < expected:
-        lines.append(f"**PARTIAL: {done} of {expected} results.**")
-    else:
-        lines.append(f"**Complete: {done} of {expected} results.**")
-    lines += [
-        "",
-        "Tong et al. 2023 ([SF]²M), Table 2, reproduced with flowlab "
-        "(`benchmarks/sf2m_table2.py`; protocol in docs/reproduction.md). W2 is "
-        "mean ± std over the seeds done (n); a verdict passes when flowlab's mean "
-        "lies within two published standard deviations of the published mean or "
-        "below it; where the paper gives no std (FM, some SB-CFM cells, every NPE) "
-        "the bound is the published mean. Verdicts on fewer than 5 seeds are "
-        "provisional (marked *).",
-        "",
-    ]
-    headers = [
-        "method",
-        "task",
-        "n",
-        "W2 flowlab",
-        "W2 published",
-        "W2 verdict",
-        "NPE flowlab",
-        "NPE published",
-        "NPE verdict",
-    ]
-    rows = []
-    notes = set()
-    for method in TABLE_ORDER:
-        for task in TASKS:
-            if (task, method) not in summary:
-                continue
-            cell = summary[task, method]
-            pub = PUBLISHED.get((method, task))
-            n = len(cell["seeds"])
-            star = "*" if 0 < n < len(seeds) else ""
-            w2_mean, w2_std = cell["w2"]
-            npe_mean, npe_std = cell["npe"]
-            w2_v, w2_note = verdict(w2_mean, *(pub[:2] if pub else (None, None)))
-            npe_v, npe_note = verdict(npe_mean, pub[2] if pub else None, None)
-            notes.update({w2_note, npe_note} - {"no result"})
-            rows.append(
-                [
-                    METHODS[method].label,
-                    TASKS[task].label,
-                    n,
-                    _pm(w2_mean, w2_std),
-                    _pm(*pub[:2]) if pub else "—",
-                    (w2_v + star) if w2_v != "n/a" else w2_note,
-                    _pm(npe_mean, npe_std),
-                    f"{pub[2]:.3f}" if pub else "—",
-                    (npe_v + star) if npe_v != "n/a" else npe_note,
-                ]
-            )
-    lines.append(common.markdown_table(headers, rows))
-    lines += [
-        "",
-        "Timings, mean per result (seconds; the coupling's share of training):",
-        "",
-    ]
-    t_rows = []
-    for method in TABLE_ORDER:
-        for task in TASKS:
-            cell = summary.get((task, method))
-            if cell is None or not cell["seeds"]:
-                continue
-            t_rows.append(
-                [
-                    METHODS[method].label,
-                    TASKS[task].label,
-                    len(cell["seeds"]),
-                    common.fmt(cell["train_seconds"]),
-                    f"{100 * cell['coupling_share']:.0f}%",
-                    common.fmt(cell["eval_seconds"]),
-                    cell["skipped_steps"],
-                    ", ".join(cell["w2_backends"]),
-                ]
-            )
-    lines.append(
-        common.markdown_table(
-            [
-                "method",
-                "task",
-                "n",
-                "train s",
-                "coupling",
-                "eval s",
-                "skipped steps",
-                "W2 solver",
-            ],
-            t_rows,
-        )
-        if t_rows
-        else "(no results yet)"
-    )
-    machines = sorted({r["machine"]["cpu"] for r in results if "machine" in r})
-    commits = sorted({(r["git"]["commit"] or "?")[:10] for r in results if "git" in r})
-    lines += [
-        "",
-        f"Machines: {'; '.join(machines) or '–'}. flowlab commits: "
-        f"{', '.join(commits) or '–'}. Methods: "
-        + "; ".join(f"{METHODS[k].label}: {METHODS[k].note}" for k in TABLE_ORDER)
-        + ".",
-        "",
-    ]
-    return "\n".join(lines)
-
-
-def write_table(out: Path, table: Path = TABLE) -> str:
-    """Rebuild the markdown table from the results under `out`; return its text."""
-    text = build_table(load_results(out))
-    table.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(table, "# [SF]²M Table 2 reproduction\n\n" + text)
-    return text
-
-
-# ---------------------------------------------------------------------------------
 # Command line
 # ---------------------------------------------------------------------------------
 
