@@ -5,7 +5,8 @@ SB-CFM and FM (Lipman's σ_min path; Gaussian source only), with the paper's
 protocol (see `PROTOCOL` and docs/reproduction.md):
 
 - data: torchcfm's generators (`flowlab.data`, checked against the originals in
-  tests/data/test_torchcfm_generators.py); 10k training points per distribution,
+  tests/data/test_torchcfm_generators.py) and its runner's S-curve (`PROTOCOL`'s
+  `data`, recorded in every result); 10k training points per distribution,
   a Gaussian source drawn fresh each step (as torchcfm's runner does), 10k test
   points and 10k evaluation source points;
 - model and optimiser: MLP 3×64 SELU with t appended, AdamW lr 1e-3, weight decay
