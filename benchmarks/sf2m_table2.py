@@ -318,6 +318,9 @@ def run_one(
         t3 = time.perf_counter()
         reference_w2, _ = wasserstein2(x0, test, backend)
         ref_seconds = time.perf_counter() - t3
+    # The least energy of any flow between the flow's own endpoints: NPE against
+    # it measures only how far the paths are from straight, optimal ones.
+    w2_own, _ = wasserstein2(x0, x1, backend)
     eval_seconds = time.perf_counter() - t1
     energy = float(energy)
     history = result.history
@@ -333,6 +336,8 @@ def run_one(
         "npe": metrics.normalized_path_energy(energy, reference_w2),
         "path_energy": energy,
         "w2_source_target": reference_w2,
+        "w2_source_samples": w2_own,
+        "npe_own_endpoints": metrics.normalized_path_energy(energy, w2_own),
         "w2_backend": backend,
         "finite_samples": bool(np.all(np.isfinite(np.asarray(x1)))),
         "final_loss": history[-1]["loss"] if history else None,

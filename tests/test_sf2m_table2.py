@@ -18,6 +18,8 @@ FIELDS = {
     "npe",
     "path_energy",
     "w2_source_target",
+    "w2_source_samples",
+    "npe_own_endpoints",
     "w2_backend",
     "final_loss",
     "skipped_steps",
@@ -69,6 +71,12 @@ def test_run_one_writes_a_complete_result(method, tmp_path):
     assert on_disk["w2_backend"] == "scipy"
     assert on_disk["sigma"] == (1.0 if method == "sbcfm" else 0.1)
     assert 0 <= on_disk["npe"] < float("inf")
+    # Euler's energy sum_k |v_k|^2 dt bounds |x1 - x0|^2 per point (Cauchy-Schwarz),
+    # whose mean bounds W2^2 between the flow's own endpoints.
+    assert on_disk["path_energy"] >= on_disk["w2_source_samples"] ** 2 * (1 - 1e-5)
+    assert on_disk["npe_own_endpoints"] == pytest.approx(
+        on_disk["path_energy"] / on_disk["w2_source_samples"] ** 2 - 1
+    )
     assert on_disk["coupling_share"] >= 0
     assert (on_disk["coupling_seconds"] == 0) == (method in ("icfm", "fm"))
     assert not list(tmp_path.glob(".*tmp"))  # written atomically, nothing left over
