@@ -7,32 +7,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from benchmarks import _common as common
+from benchmarks._sf2m_protocol import (
+    METHODS,
+    PROTOCOL,
+    PUBLISHED,
+    TABLE,
+    TABLE_ORDER,
+    TASKS,
+    cells,
+    same_data,
+)
 from flowlab.run import write_atomic
-
-try:
-    from benchmarks import _common as common
-    from benchmarks._sf2m_protocol import (
-        METHODS,
-        PROTOCOL,
-        PUBLISHED,
-        TABLE,
-        TABLE_ORDER,
-        TASKS,
-        cells,
-        same_data,
-    )
-except ModuleNotFoundError:  # run as a script: benchmarks/ itself is on sys.path
-    import _common as common
-    from _sf2m_protocol import (
-        METHODS,
-        PROTOCOL,
-        PUBLISHED,
-        TABLE,
-        TABLE_ORDER,
-        TASKS,
-        cells,
-        same_data,
-    )
 
 
 def load_results(out: Path) -> list[dict[str, Any]]:

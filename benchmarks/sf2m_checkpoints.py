@@ -23,14 +23,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flowlab import data, losses, metrics, models
+from flowlab import metrics
 from flowlab.run import write_atomic
 from flowlab.training import init_state, make_optimizer, make_train_step
 
-try:
-    from benchmarks import sf2m_table2 as table2
-except ModuleNotFoundError:  # run as a script: benchmarks/ itself is on sys.path
-    import sf2m_table2 as table2
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # also as a script
+from benchmarks import sf2m_table2 as table2
 
 CALLS, STEPS = 100, 195  # 100 validations, every 10 epochs of 10,000 / 512
 N_VAL = 2_000
@@ -48,47 +46,40 @@ def _shuffled(points: np.ndarray, rng: np.random.Generator, batch: int) -> jax.A
 
 def run(task: str, method: str, seed: int, shuffle: bool) -> dict:
     """Train, validating every `STEPS` steps; test the last and the best checkpoint."""
-    spec, m = table2.TASKS[task], table2.METHODS[method]
-    keys = table2._keys(task, seed)
-    source, target = table2._sampler(spec.source), table2._sampler(spec.target)
-    points = target.sample(keys["train_target"], table2.PROTOCOL["n_train"])
-    train_source = (
-        source
-        if spec.source == "gaussian"
-        else data.Empirical(source.sample(keys["train_source"], len(points)))
-    )
-    loss = losses.FlowMatchingLoss(
-        m.path_fn(m.sigma), time_sampler=losses.uniform_time()
-    )
-    _, params = models.init_model(table2._MODULE, keys["init"], jnp.zeros(2))
+    setup = table2.training_setup(task, method, seed)
+    p = table2.PROTOCOL
     optimizer, _ = make_optimizer(
-        "adamw", 1e-3, weight_decay=1e-5, schedule="constant", total_steps=CALLS * STEPS
+        p["optimizer"],
+        p["lr"],
+        weight_decay=p["weight_decay"],
+        schedule=p["lr_schedule"],
+        total_steps=CALLS * STEPS,
     )
     batch = table2.PROTOCOL["batch_size"]
     step = jax.jit(
         make_train_step(
             table2._MODEL_FN,
-            loss,
+            setup.loss,
             optimizer,
-            source=train_source,
+            source=setup.train_source,
             batch_size=batch,
-            coupling=m.coupling_fn(m.sigma),
+            coupling=setup.coupling,
             ema_decay=0.0,
             steps_per_call=STEPS,
             skip_nonfinite=True,
         ),
         donate_argnums=0,
     )
-    state = init_state(keys["train"], params, optimizer)
-    k_src, k_val = jax.random.split(jax.random.fold_in(keys["test"], 1))
+    state = init_state(setup.keys["train"], setup.params, optimizer)
+    k_src, k_val = jax.random.split(jax.random.fold_in(setup.keys["test"], 1))
+    source, target = setup.source, setup.target
     val_x0, val_x1 = source.sample(k_src, N_VAL), target.sample(k_val, N_VAL)
-    rng, host_points = np.random.default_rng(seed), np.asarray(points)
+    rng = np.random.default_rng(seed)
+    host_points = np.asarray(setup.train_target.points)
     curve, best = [], (np.inf, 0, None)
     t0 = time.perf_counter()
     for _ in range(CALLS):
-        batches = (
-            _shuffled(host_points, rng, batch) if shuffle else data.Empirical(points)
-        )
+        batches = _shuffled(host_points, rng, batch) if shuffle else setup.train_target
         state, _ = step(state, batches)
         x1, _ = metrics.path_energy(
             table2._velocity, val_x0, state.params, solver="euler", steps=100
@@ -102,8 +93,8 @@ def run(task: str, method: str, seed: int, shuffle: bool) -> dict:
                 jax.tree_util.tree_map(np.asarray, state.params),
             )
     seconds = time.perf_counter() - t0
-    x0 = source.sample(keys["eval_source"], table2.PROTOCOL["n_eval"])
-    test = target.sample(keys["test"], table2.PROTOCOL["n_eval"])
+    x0 = source.sample(setup.keys["eval_source"], table2.PROTOCOL["n_eval"])
+    test = target.sample(setup.keys["test"], table2.PROTOCOL["n_eval"])
     tested = {}
     for name, p in (("last", state.params), ("best_validation", best[2])):
         x1, _ = metrics.path_energy(table2._velocity, x0, p, solver="euler", steps=100)

@@ -38,7 +38,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -48,64 +48,37 @@ from flowlab import data, losses, metrics, models
 from flowlab.run import write_atomic
 from flowlab.training import fit, make_optimizer
 
-try:
-    from benchmarks import _common as common
-    from benchmarks._sf2m_protocol import (
-        DEFAULT_OUT,
-        HERE,
-        LEGACY_DATA,
-        METHODS,
-        PROTOCOL,
-        PUBLISHED,
-        ROOT,
-        SKIP_NONFINITE,
-        STEPS_PER_CALL,
-        TABLE,
-        TABLE_ORDER,
-        TASKS,
-        cells,
-        result_path,
-        same_data,
-    )
-    from benchmarks._sf2m_protocol import sampler as _sampler
-    from benchmarks._sf2m_report import (
-        build_table,
-        load_results,
-        summarise,
-        verdict,
-        write_table,
-    )
-except ModuleNotFoundError:  # run as a script: benchmarks/ itself is on sys.path
-    import _common as common
-    from _sf2m_protocol import (
-        DEFAULT_OUT,
-        HERE,
-        LEGACY_DATA,
-        METHODS,
-        PROTOCOL,
-        PUBLISHED,
-        ROOT,
-        SKIP_NONFINITE,
-        STEPS_PER_CALL,
-        TABLE,
-        TABLE_ORDER,
-        TASKS,
-        cells,
-        result_path,
-        same_data,
-    )
-    from _sf2m_protocol import sampler as _sampler
-    from _sf2m_report import build_table, load_results, summarise, verdict, write_table
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # also as a script
+from benchmarks import _common as common
+from benchmarks._sf2m_protocol import (
+    DEFAULT_OUT,
+    HERE,
+    METHODS,
+    PROTOCOL,
+    PUBLISHED,
+    ROOT,
+    SKIP_NONFINITE,
+    STEPS_PER_CALL,
+    TASKS,
+    cells,
+    result_path,
+    same_data,
+)
+from benchmarks._sf2m_protocol import sampler as _sampler
+from benchmarks._sf2m_report import (
+    build_table,
+    load_results,
+    summarise,
+    verdict,
+    write_table,
+)
 
 __all__ = [  # the protocol and the report, re-exported for scripts and tests
     "DEFAULT_OUT",
     "HERE",
-    "LEGACY_DATA",
     "METHODS",
     "PROTOCOL",
     "PUBLISHED",
-    "TABLE",
-    "TABLE_ORDER",
     "TASKS",
     "build_table",
     "cells",
@@ -220,6 +193,50 @@ def _velocity(t, x, params):
     return _MODEL_FN(params, t, x, None)
 
 
+class Setup(NamedTuple):
+    """What one (task, method, seed) trains on, before any step."""
+
+    keys: dict[str, jax.Array]
+    source: data.AbstractSampler  # the task's source distribution
+    target: data.AbstractSampler  # the task's target distribution
+    train_source: data.AbstractSampler  # fresh Gaussian draws, or 10k fixed points
+    train_target: data.Empirical  # the 10k training points
+    coupling: Any
+    loss: losses.FlowMatchingLoss
+    params: Any  # the initial MLP parameters
+
+
+def training_setup(
+    task: str, method: str, seed: int, n_train: int = PROTOCOL["n_train"]
+) -> Setup:
+    """The data, coupling, loss and initial parameters of one (task, method, seed)."""
+    spec, m = TASKS[task], METHODS[method]
+    keys = _keys(task, seed)
+    source, target = _sampler(spec.source), _sampler(spec.target)
+    train_target = data.Empirical(target.sample(keys["train_target"], n_train))
+    # A Gaussian source is drawn fresh each step (torchcfm's runner: randn_like);
+    # a data source has its own 10k training points.
+    train_source = (
+        source
+        if spec.source == "gaussian"
+        else data.Empirical(source.sample(keys["train_source"], n_train))
+    )
+    loss = losses.FlowMatchingLoss(
+        m.path_fn(m.sigma), time_sampler=losses.uniform_time()
+    )
+    _, params = models.init_model(_MODULE, keys["init"], jnp.zeros(2))
+    return Setup(
+        keys,
+        source,
+        target,
+        train_source,
+        train_target,
+        m.coupling_fn(m.sigma),
+        loss,
+        params,
+    )
+
+
 def run_one(
     task: str,
     method: str,
@@ -245,19 +262,9 @@ def run_one(
     if (task, method) not in cells():
         raise ValueError(f"no cell ({task!r}, {method!r}); see cells().")
     spec, m = TASKS[task], METHODS[method]
-    keys = _keys(task, seed)
-    source, target = _sampler(spec.source), _sampler(spec.target)
-    train_target = data.Empirical(target.sample(keys["train_target"], n_train))
-    # A Gaussian source is drawn fresh each step (torchcfm's runner: randn_like);
-    # a data source has its own 10k training points.
-    train_source = (
-        source
-        if spec.source == "gaussian"
-        else data.Empirical(source.sample(keys["train_source"], n_train))
+    keys, source, target, train_source, train_target, coupling, loss, params = (
+        training_setup(task, method, seed, n_train)
     )
-    path, coupling = m.path_fn(m.sigma), m.coupling_fn(m.sigma)
-    loss = losses.FlowMatchingLoss(path, time_sampler=losses.uniform_time())
-    _, params = models.init_model(_MODULE, keys["init"], jnp.zeros(2))
     optimizer, lr_fn = make_optimizer(
         PROTOCOL["optimizer"],
         PROTOCOL["lr"],

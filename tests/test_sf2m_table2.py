@@ -203,3 +203,18 @@ def test_scurve_is_the_runners():
     d2 = ((x[:2000, None, :] - curve[None, ::4, :]) ** 2).sum(-1).min(axis=1)
     # Squared distance to a curve: about one coordinate's noise variance.
     assert 0.5 * 0.075**2 < d2.mean() < 1.5 * 0.075**2
+
+
+def test_training_setup_draws_the_tasks_data():
+    # A Gaussian source is a sampler drawn fresh each step; a data source and the
+    # target are fixed training sets; the same (task, seed) gives the same data.
+    gauss = table2.training_setup("normal_moons", "otcfm", 1, n_train=300)
+    assert gauss.train_source is gauss.source
+    assert gauss.train_target.points.shape == (300, 2)
+    data_src = table2.training_setup("8gaussians_moons", "icfm", 1, n_train=300)
+    assert data_src.train_source.points.shape == (300, 2)
+    assert data_src.train_source is not data_src.source
+    again = table2.training_setup("normal_moons", "icfm", 1, n_train=300)
+    assert (again.train_target.points == gauss.train_target.points).all()
+    other = table2.training_setup("normal_moons", "icfm", 2, n_train=300)
+    assert not (other.train_target.points == gauss.train_target.points).all()
