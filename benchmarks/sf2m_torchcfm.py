@@ -160,13 +160,15 @@ def run(
     }
 
 
-def result_path(out: Path, task: str, method: str, seed: int) -> Path:
-    """Where one torchcfm result is stored (the names of `sf2m_table2.py`)."""
-    return table2.result_path(out, task, method, seed)
-
-
 def _f3(value: float | None) -> str:
     return "–" if value is None else f"{value:.3f}"
+
+
+def _mean(records: list[dict | None], key: str) -> float | None:
+    """Mean of `key` over `records`; None if any record is missing."""
+    if not records or any(r is None for r in records):
+        return None
+    return statistics.fmean(r[key] for r in records)
 
 
 def build_table(peer: list[dict], flowlab: list[dict]) -> str:
@@ -192,20 +194,16 @@ def build_table(peer: list[dict], flowlab: list[dict]) -> str:
         both = [ours.get((task, method, s)) for s in seeds]
         pub = table2.PUBLISHED.get((method, task))
 
-        def mean(rs, key):
-            values = [r[key] for r in rs if r is not None]
-            return statistics.fmean(values) if len(values) == len(rs) else None
-
         rows.append(
             [
                 table2.METHODS[method].label,
                 table2.TASKS[task].label,
                 ", ".join(map(str, seeds)),
-                _f3(mean(mine, "w2")),
-                _f3(mean(both, "w2")),
+                _f3(_mean(mine, "w2")),
+                _f3(_mean(both, "w2")),
                 f"{pub[0]:.3f} ± {pub[1]:.3f}" if pub else "—",
-                _f3(mean(mine, "npe")),
-                _f3(mean(both, "npe")),
+                _f3(_mean(mine, "npe")),
+                _f3(_mean(both, "npe")),
                 f"{pub[2]:.3f}" if pub else "—",
             ]
         )
@@ -231,6 +229,7 @@ def build_table(peer: list[dict], flowlab: list[dict]) -> str:
 
 
 def main(argv=None) -> int:
+    """Run one (task, method, seed) and write its JSON, or rebuild the table."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("task", nargs="?", choices=table2.TASKS)
     parser.add_argument("method", nargs="?", choices=MATCHERS)
@@ -252,7 +251,7 @@ def main(argv=None) -> int:
     if args.steps < 1 or args.n_eval < 2:
         parser.error("--steps must be >= 1 and --n-eval >= 2")
     r = run(args.task, args.method, args.seed, steps=args.steps, n_eval=args.n_eval)
-    path = result_path(args.out, args.task, args.method, args.seed)
+    path = table2.result_path(args.out, args.task, args.method, args.seed)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, json.dumps(r, indent=1) + "\n")
     print(json.dumps({k: r[k] for k in ("task", "method", "seed", "w2", "npe")}))

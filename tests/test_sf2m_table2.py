@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from sf2m_records import fake_result  # noqa: E402
+
 from benchmarks import sf2m_table2 as table2  # noqa: E402
 
 FIELDS = {
@@ -98,26 +100,6 @@ def test_pot_and_scipy_agree():
     assert abs(pot - scipy) < 1e-10  # both exact, float64
 
 
-def _fake(task, method, seed, w2, npe=0.05):
-    return {
-        "task": task,
-        "method": method,
-        "seed": seed,
-        "w2": w2,
-        "npe": npe,
-        "steps": table2.PROTOCOL["steps"],
-        "n_eval": table2.PROTOCOL["n_eval"],
-        "train_seconds": 10.0,
-        "coupling_share": 0.5,
-        "eval_seconds": 30.0,
-        "skipped_steps": 0,
-        "w2_backend": "pot",
-        "machine": {"cpu": "test cpu"},
-        "git": {"commit": "abcdef0123456789"},
-        "protocol": table2.PROTOCOL,
-    }
-
-
 def test_verdict_logic():
     assert table2.verdict(0.10, 0.130, 0.016) == ("pass", "bound 0.162")
     assert table2.verdict(0.16, 0.130, 0.016)[0] == "pass"  # within 2 std
@@ -135,9 +117,10 @@ def test_verdict_logic():
 def test_table_partial_and_complete(tmp_path):
     # Two hand-made results: partial table, one pass and one fail, provisional.
     results = [
-        _fake("normal_moons", "otcfm", 0, 0.12, npe=0.05),
-        _fake("normal_moons", "icfm", 0, 0.30, npe=2.0),
-        _fake("normal_moons", "otcfm", 0, 9.9) | {"steps": 10},  # not full protocol
+        fake_result("normal_moons", "otcfm", 0, 0.12, npe=0.05),
+        fake_result("normal_moons", "icfm", 0, 0.30, npe=2.0),
+        fake_result("normal_moons", "otcfm", 0, 9.9)
+        | {"steps": 10},  # not full protocol
     ]
     for r in results:
         file = (
@@ -163,7 +146,9 @@ def test_table_partial_and_complete(tmp_path):
 
     # Every cell with five seeds: complete, verdicts final (no *), std reported.
     full = [
-        _fake(t, m, s, *(0.9 * v for v in (table2.PUBLISHED[m, t] or (1, 0, 1))[::2]))
+        fake_result(
+            t, m, s, *(0.9 * v for v in (table2.PUBLISHED[m, t] or (1, 0, 1))[::2])
+        )
         for t, m in table2.cells()
         for s in range(5)
     ]
@@ -179,11 +164,13 @@ def test_results_on_other_data_definitions_are_left_out():
     # on tasks whose data did not change, not on N→scurve, and W2(q0, q1) is not
     # reused from them.
     legacy = {k: v for k, v in table2.PROTOCOL.items() if k != "data"}
-    moons = _fake("normal_moons", "icfm", 0, 0.2) | {"protocol": legacy}
-    scurve = _fake("normal_scurve", "icfm", 0, 0.2) | {"protocol": legacy}
+    moons = fake_result("normal_moons", "icfm", 0, 0.2) | {"protocol": legacy}
+    scurve = fake_result("normal_scurve", "icfm", 0, 0.2) | {"protocol": legacy}
     assert table2.same_data(moons, "normal_moons")
     assert not table2.same_data(scurve, "normal_scurve")
-    assert table2.same_data(_fake("normal_scurve", "icfm", 0, 0.2), "normal_scurve")
+    assert table2.same_data(
+        fake_result("normal_scurve", "icfm", 0, 0.2), "normal_scurve"
+    )
     summary = table2.summarise([moons, scurve])
     assert summary["normal_moons", "icfm"]["seeds"] == [0]
     assert summary["normal_scurve", "icfm"]["seeds"] == []

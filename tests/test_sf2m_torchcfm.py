@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from sf2m_records import fake_result  # noqa: E402
+
 from benchmarks import sf2m_table2 as table2  # noqa: E402
 from benchmarks import sf2m_torchcfm as peer  # noqa: E402
 
@@ -33,7 +35,7 @@ def test_run_writes_a_result(method, tmp_path):
     pytest.importorskip("ot")
     argv = ["8gaussians_moons", method, "0", "--steps", "3", "--n-eval", "64"]
     assert peer.main([*argv, "--out", str(tmp_path)]) == 0
-    file = peer.result_path(tmp_path, "8gaussians_moons", method, 0)
+    file = table2.result_path(tmp_path, "8gaussians_moons", method, 0)
     r = json.loads(file.read_text())
     assert r["matcher"] == peer.MATCHERS[method]
     assert (r["steps"], r["n_eval"], r["w2_backend"]) == (3, 64, "pot")
@@ -56,20 +58,15 @@ def test_bad_arguments():
 
 
 def test_table_pairs_seeds_with_flowlabs():
-    def rec(method, seed, w2, npe):
-        return {
-            "task": "normal_moons",
-            "method": method,
-            "seed": seed,
-            "w2": w2,
-            "npe": npe,
-            "steps": table2.PROTOCOL["steps"],
-            "n_eval": table2.PROTOCOL["n_eval"],
-            "protocol": table2.PROTOCOL,
-        }
-
-    theirs = [rec("otcfm", 0, 0.2, 0.04), rec("otcfm", 1, 0.3, 0.06)]
-    ours = [rec("otcfm", s, w, 0.01) for s, w in ((0, 0.1), (1, 0.2), (2, 0.9))]
+    moons = "normal_moons"
+    theirs = [
+        fake_result(moons, "otcfm", 0, 0.2, 0.04),
+        fake_result(moons, "otcfm", 1, 0.3, 0.06),
+    ]
+    ours = [
+        fake_result(moons, "otcfm", s, w, 0.01)
+        for s, w in ((0, 0.1), (1, 0.2), (2, 0.9))
+    ]
     text = peer.build_table(theirs, ours)
     row = next(line for line in text.splitlines() if "N→moons" in line)
     cells = [c.strip() for c in row.strip("|").split("|")]
