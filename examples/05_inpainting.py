@@ -25,7 +25,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 import flowlab as fl  # noqa: E402
-from flowlab import couplings, data, models, paths, schedules  # noqa: E402
+from flowlab import couplings, data, models, paths, sampling, schedules  # noqa: E402
 from flowlab.training import make_optimizer  # noqa: E402
 
 
@@ -64,7 +64,7 @@ def train(points, mask_fn, args):
     def inpaint(key, observed, mask):  # mask: (dim,) or (n, dim), 1 = observed
         zeta = jax.random.normal(key, observed.shape, jnp.float32)
         x0, c = coupling.start(zeta, observed, mask)
-        v = couplings.conditioned_field(model_fn)
+        v = sampling.conditioned_field(model_fn)
         out = fl.sample_ode(
             v, (x0, c), result.state.ema_params, solver="euler", steps=50
         )

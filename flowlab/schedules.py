@@ -26,6 +26,9 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
+from . import registry
+from ._checks import scalar_time as _as_time
+
 __all__ = [
     "AbstractSchedule",
     "CondOT",
@@ -57,18 +60,6 @@ class ScheduleOutput(NamedTuple):
     sigma: Float[Array, ""]
     d_alpha: Float[Array, ""]
     d_sigma: Float[Array, ""]
-
-
-def _as_time(t: _Scalar) -> Float[Array, ""]:
-    t = jnp.asarray(t)
-    if t.ndim != 0:
-        raise ValueError(
-            f"t must be a scalar time for one sample, got shape {t.shape}; "
-            "batch with jax.vmap over samples and times."
-        )
-    if not jnp.issubdtype(t.dtype, jnp.floating):
-        t = t.astype(jnp.result_type(float))
-    return t
 
 
 class AbstractSchedule(eqx.Module):
@@ -295,59 +286,51 @@ class Schedule(AbstractSchedule):
         return 0.5 * (lo + hi)
 
 
+@registry.register("schedule", "cond_ot")
 def cond_ot() -> CondOT:
     r"""$\alpha_t = t$, $\sigma_t = 1 - t$ (rectified flow / Cond-OT)."""
     return CondOT()
 
 
+@registry.register("schedule", "lipman_ot")
 def lipman_ot(sigma_min: float = 1e-4) -> LipmanOT:
     r"""Lipman et al.'s path ending at $\mathcal N(x_1, \sigma_{min}^2 I)$."""
     return LipmanOT(sigma_min)
 
 
+@registry.register("schedule", "polynomial")
 def polynomial(n: float) -> Polynomial:
     r"""$\alpha_t = t^n$, $\sigma_t = 1 - t^n$."""
     return Polynomial(n)
 
 
+@registry.register("schedule", "cosine")
 def cosine() -> Cosine:
     r"""$\alpha_t = \sin(\pi t/2)$, $\sigma_t = \cos(\pi t/2)$."""
     return Cosine()
 
 
+@registry.register("schedule", "linear_vp")
 def linear_vp() -> LinearVP:
     r"""$\alpha_t = t$, $\sigma_t = \sqrt{1 - t^2}$."""
     return LinearVP()
 
 
+@registry.register("schedule", "vp")
 def vp(beta_min: float = 0.1, beta_max: float = 20.0) -> VP:
     """Variance preserving diffusion schedule (see `VP`)."""
     return VP(beta_min, beta_max)
 
 
+@registry.register("schedule", "ve")
 def ve(sigma_min: float = 0.01, sigma_max: float = 50.0) -> VE:
     """Variance exploding diffusion schedule (see `VE`)."""
     return VE(sigma_min, sigma_max)
 
 
-_NAMED: dict[str, Callable[..., AbstractSchedule]] = {
-    "cond_ot": cond_ot,
-    "lipman_ot": lipman_ot,
-    "polynomial": polynomial,
-    "cosine": cosine,
-    "linear_vp": linear_vp,
-    "vp": vp,
-    "ve": ve,
-}
-
-
 def get(name: str, **kwargs) -> AbstractSchedule:
-    """The schedule called `name`, built with `kwargs`.
+    """The schedule called `name`, built with `kwargs` (see `flowlab.registry`).
 
     Names: `cond_ot, lipman_ot, polynomial, cosine, linear_vp, vp, ve`.
     """
-    if name not in _NAMED:
-        raise ValueError(
-            f"unknown schedule {name!r}; expected one of {sorted(_NAMED)}."
-        )
-    return _NAMED[name](**kwargs)
+    return registry.build("schedule", name, **kwargs)

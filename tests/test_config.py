@@ -7,7 +7,7 @@ import helpers
 import jax
 import pytest
 
-from flowlab import couplings
+from flowlab import couplings, registry
 from flowlab.config import (
     ConfigError,
     CouplingArgsConfig,
@@ -136,9 +136,10 @@ def test_config_is_frozen():
 
 
 def test_all_couplings_covers_every_name_of_get():
-    # `_NAMED` is the registry behind `couplings.get`: a name added there without
+    # `flowlab.registry` is behind `couplings.get`: a name registered there without
     # an entry in helpers.ALL_COUPLINGS (and docs/cli.md) fails here.
-    assert sorted(c.name for c in helpers.ALL_COUPLINGS) == sorted(couplings._NAMED)
+    names = registry.names("coupling")
+    assert sorted(c.name for c in helpers.ALL_COUPLINGS) == sorted(names)
 
 
 @pytest.mark.parametrize("case", helpers.ALL_COUPLINGS, ids=str)

@@ -18,19 +18,30 @@ together, and the cost reads the first leaf, flattened per row, through an ott-j
 | `conditional(base, ...)` | `base`, never across labels, λ on a condition | as `base` |
 | `sharded(coupling, mesh)` | per device shard, or `global_batch=True` | as `coupling` |
 
-`get(name, **kwargs)` builds one by name for configs.
+`get(name, **kwargs)` builds one by name for configs (through `flowlab.registry`).
+A coupling implements `couple(key, x0, x1) -> Coupled(x0, x1, stats)`; the stats
+(e.g. whether Sinkhorn converged) go into the training metrics.
 """
 
 from typing import Any
 
+from .. import registry
 from ._assignment import linear_assignment
-from ._base import AbstractCostCoupling, AbstractCoupling, Independent, independent
+from ._base import (
+    AbstractCostCoupling,
+    AbstractCoupling,
+    Coupled,
+    FunctionCoupling,
+    Independent,
+    Matching,
+    as_coupling,
+    independent,
+)
 from ._conditional import Conditional, conditional, default_condition
 from ._data_dependent import (
     AbstractDataDependent,
     Degradation,
     Inpainting,
-    conditioned_field,
     degradation,
     inpainting,
 )
@@ -45,16 +56,19 @@ __all__ = [
     "AbstractCoupling",
     "AbstractDataDependent",
     "Conditional",
+    "Coupled",
     "Degradation",
     "EntropicOT",
     "ExactOT",
+    "FunctionCoupling",
     "Independent",
     "Inpainting",
+    "Matching",
     "Sharded",
     "StableMatching",
+    "as_coupling",
     "box_mask",
     "conditional",
-    "conditioned_field",
     "coordinate_mask",
     "default_condition",
     "degradation",
@@ -74,29 +88,22 @@ __all__ = [
     "unbalanced",
 ]
 
-_NAMED = {
-    "independent": independent,
-    "exact_ot": exact_ot,
-    "sinkhorn": sinkhorn,
-    "unbalanced": unbalanced,
-    "partial": partial,
-    "stable_matching": stable_matching,
-    "conditional": conditional,
-}
 
 
 def get(name: str, **kwargs: Any) -> AbstractCoupling:
     """A coupling by name, e.g. `get("sinkhorn", epsilon=0.1)`.
 
-    Names: `independent`, `exact_ot`, `sinkhorn`, `unbalanced`, `partial`,
-    `stable_matching`, `conditional` (its `base` may be a name too:
-    `get("conditional", base="exact_ot")`).
+    Names: `flowlab.registry.names("coupling")` (`independent`, `exact_ot`,
+    `sinkhorn`, `unbalanced`, `partial`, `stable_matching`, `conditional`, whose
+    `base` may be a name too: `get("conditional", base="exact_ot")`).
     """
-    if name not in _NAMED:
-        raise ValueError(
-            f"unknown coupling {name!r}; expected one of {sorted(_NAMED)}."
+    return registry.build("coupling", name, **kwargs)
+
+
+def __getattr__(name: str):
+    if name == "conditioned_field":
+        raise AttributeError(
+            "conditioned_field moved to the sampling side: use "
+            "flowlab.sampling.conditioned_field."
         )
-    try:
-        return _NAMED[name](**kwargs)
-    except TypeError as err:
-        raise TypeError(f"coupling {name!r}: {err}") from None
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,7 +1,8 @@
 """The coupling interfaces, the independent coupling and shared row helpers."""
 
 import abc
-from typing import Any, ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar, NamedTuple
 
 import equinox as eqx
 import jax
@@ -9,15 +10,55 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, Int, PRNGKeyArray, PyTree
 from ott.geometry import costs, pointcloud
 
+from .. import registry
+
 __all__ = [
     "AbstractCostCoupling",
     "AbstractCoupling",
+    "Coupled",
+    "FunctionCoupling",
     "Independent",
+    "Matching",
+    "as_coupling",
     "batch_size",
     "independent",
     "points",
     "take_rows",
 ]
+
+Stats = dict[str, Float[Array, ""]]
+"""What a coupling reports about one call: non-negative scalars, larger is worse."""
+
+
+class Coupled(NamedTuple):
+    """The re-paired batch and what the coupling reports about it.
+
+    Attributes:
+        x0: the source rows, re-paired.
+        x1: the target rows, re-paired (row `k` of each is a pair).
+        stats: scalars for the training metrics, e.g. `unconverged` (1 when an
+            iterative solver stopped before its tolerance) and `marginal_error`.
+            Every value is a non-negative figure of trouble (larger is worse), so
+            a sharded coupling reports the largest over its shards.
+    """
+
+    x0: PyTree
+    x1: PyTree
+    stats: Stats = {}
+
+
+class Matching(NamedTuple):
+    """Row indices from a cost matrix: pair `k` is `(x0[rows0[k]], x1[rows1[k]])`.
+
+    Attributes:
+        rows0: rows of `x0`, or `None` to keep `x0` as it is.
+        rows1: rows of `x1`.
+        stats: as `Coupled.stats`.
+    """
+
+    rows0: Int[Array, " k"] | None
+    rows1: Int[Array, " k"]
+    stats: Stats = {}
 
 
 def batch_size(tree: PyTree, name: str) -> int:
@@ -63,13 +104,25 @@ class AbstractCoupling(eqx.Module):
 
     `x0` and `x1` are arrays `(n, ...)` or pytrees whose leaves share the batch axis
     (e.g. `(points, cond)`, where `cond` may be `None`); rows move together.
+
+    Subclasses implement `couple`, which also returns what the coupling reports
+    (the trainer logs it), and say with `repairs_rows` whether they pair rows with
+    one another (a batch split over devices is then coupled per shard, see
+    `couplings.sharded`) or act on each row alone.
     """
 
+    repairs_rows: eqx.AbstractClassVar[bool]
+
     @abc.abstractmethod
+    def couple(self, key: PRNGKeyArray, x0: PyTree, x1: PyTree) -> Coupled:
+        """The re-paired `(x0, x1)` and the coupling's stats."""
+
     def __call__(
         self, key: PRNGKeyArray, x0: PyTree, x1: PyTree
     ) -> tuple[PyTree, PyTree]:
         """Return the re-paired `(x0, x1)`: row `k` of each output is a pair."""
+        x0, x1, _ = self.couple(key, x0, x1)
+        return x0, x1
 
 
 class AbstractCostCoupling(AbstractCoupling):
@@ -82,13 +135,23 @@ class AbstractCostCoupling(AbstractCoupling):
     """
 
     cost_fn: eqx.AbstractVar[costs.CostFn]
-    square: ClassVar[bool] = True  # whether x0 and x1 need the same number of rows
+    repairs_rows: ClassVar[bool] = True
+
+    @property
+    @abc.abstractmethod
+    def square(self) -> bool:
+        """Whether `x0` and `x1` need the same number of rows."""
 
     @abc.abstractmethod
+    def match(self, key: PRNGKeyArray, cost: Float[Array, "n m"]) -> Matching:
+        """Row indices (and stats) from the cost matrix; `+inf` forbids a pair."""
+
     def pair(
         self, key: PRNGKeyArray, cost: Float[Array, "n m"]
     ) -> tuple[Int[Array, " k"] | None, Int[Array, " k"]]:
         """Rows `(i, j)`: pair `k` is `(x0[i[k]], x1[j[k]])`; `i=None` keeps x0."""
+        rows0, rows1, _ = self.match(key, cost)
+        return rows0, rows1
 
     def cost_matrix(self, x0: PyTree, x1: PyTree) -> Float[Array, "n m"]:
         """The cost between every row of `x0` and every row of `x1`."""
@@ -115,22 +178,50 @@ class AbstractCostCoupling(AbstractCoupling):
                 f"same number of rows, got x0 {shapes} and x1 {others}."
             )
 
-    def __call__(
-        self, key: PRNGKeyArray, x0: PyTree, x1: PyTree
-    ) -> tuple[PyTree, PyTree]:
+    def couple(self, key: PRNGKeyArray, x0: PyTree, x1: PyTree) -> Coupled:
         self.check_sizes(x0, x1)
-        rows0, rows1 = self.pair(key, self.cost_matrix(x0, x1))
-        return take_rows(x0, rows0), take_rows(x1, rows1)
+        rows0, rows1, stats = self.match(key, self.cost_matrix(x0, x1))
+        return Coupled(take_rows(x0, rows0), take_rows(x1, rows1), stats)
 
 
 class Independent(AbstractCoupling):
     """The independent coupling: rows stay as drawn (I-CFM)."""
 
-    def __call__(self, key: PRNGKeyArray, x0: Any, x1: Any) -> tuple[Any, Any]:
+    repairs_rows: ClassVar[bool] = False
+
+    def couple(self, key: PRNGKeyArray, x0: Any, x1: Any) -> Coupled:
         del key
-        return x0, x1
+        return Coupled(x0, x1)
 
 
+class FunctionCoupling(AbstractCoupling):
+    """A plain function `fn(key, x0, x1) -> (x0, x1)` as a coupling (no stats).
+
+    It may pair rows with one another, so on several devices it is coupled per
+    shard like the other re-pairing couplings.
+    """
+
+    fn: Callable[[PRNGKeyArray, Any, Any], tuple[Any, Any]] = eqx.field(static=True)
+    repairs_rows: ClassVar[bool] = True
+
+    def couple(self, key: PRNGKeyArray, x0: Any, x1: Any) -> Coupled:
+        x0, x1 = self.fn(key, x0, x1)
+        return Coupled(x0, x1)
+
+
+def as_coupling(coupling: Any) -> AbstractCoupling:
+    """A coupling object from a coupling or a plain function `(key, x0, x1)`."""
+    if isinstance(coupling, AbstractCoupling):
+        return coupling
+    if callable(coupling):
+        return FunctionCoupling(coupling)
+    raise TypeError(
+        "coupling must be a flowlab.couplings.AbstractCoupling or a function "
+        f"coupling(key, x0, x1) -> (x0, x1), got {type(coupling).__name__}."
+    )
+
+
+@registry.register("coupling", "independent")
 def independent() -> Independent:
     r"""The independent coupling $\pi = p_0 \otimes p_1$: pairs stay as drawn."""
     return Independent()

@@ -1,12 +1,21 @@
 r"""Conditional couplings: never across labels, trading off a continuous condition."""
 
 from collections.abc import Callable
+from typing import ClassVar
 
 import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
-from ._base import AbstractCostCoupling, AbstractCoupling, batch_size, take_rows
+from .. import registry
+from ._base import (
+    AbstractCostCoupling,
+    AbstractCoupling,
+    Coupled,
+    batch_size,
+    take_rows,
+)
+from ._exact import ExactOT
 
 __all__ = ["Conditional", "conditional", "default_condition"]
 
@@ -73,6 +82,7 @@ class Conditional(AbstractCoupling):
     weight: float = 1.0
     label_fn: ConditionFn | None = eqx.field(static=True, default=None)
     cond_fn: ConditionFn | None = eqx.field(static=True, default=None)
+    repairs_rows: ClassVar[bool] = True
 
     def __check_init__(self):
         if not isinstance(self.base, AbstractCostCoupling):
@@ -144,16 +154,14 @@ class Conditional(AbstractCoupling):
                 )
         return cost
 
-    def __call__(
-        self, key: PRNGKeyArray, x0: PyTree, x1: PyTree
-    ) -> tuple[PyTree, PyTree]:
+    def couple(self, key: PRNGKeyArray, x0: PyTree, x1: PyTree) -> Coupled:
         self.base.check_sizes(x0, x1)
-        rows0, rows1 = self.base.pair(key, self.cost_matrix(x0, x1))
-        return take_rows(x0, rows0), take_rows(x1, rows1)
+        rows0, rows1, stats = self.base.match(key, self.cost_matrix(x0, x1))
+        return Coupled(take_rows(x0, rows0), take_rows(x1, rows1), stats)
 
 
 def conditional(
-    base: AbstractCostCoupling | str = "exact_ot",
+    base: AbstractCostCoupling | None = None,
     *,
     weight: float = 1.0,
     label_fn: ConditionFn | None = None,
@@ -162,7 +170,8 @@ def conditional(
     r"""A conditional coupling: `base` on the cost with the rows' conditions.
 
     Args:
-        base: a cost-based coupling, or its name for `flowlab.couplings.get`.
+        base: a cost-based coupling; `None` for `exact_ot()`. (Configs name it:
+            `coupling_args.base`, built through `flowlab.registry`.)
         weight: $\lambda$ for a continuous condition.
         label_fn: `tree -> (n,) int labels or None`; default: the second element
             of `(points, condition)` when it is integer.
@@ -173,11 +182,15 @@ def conditional(
         >>> import jax, jax.numpy as jnp, flowlab as fl
         >>> x0 = jax.random.normal(jax.random.key(0), (8, 2))
         >>> x1 = (jax.random.normal(jax.random.key(1), (8, 2)), jnp.arange(8) % 2)
-        >>> x0, (x1, labels) = fl.couplings.conditional("exact_ot")(
+        >>> x0, (x1, labels) = fl.couplings.conditional(fl.couplings.exact_ot())(
         ...     jax.random.key(2), x0, x1)
     """
-    if isinstance(base, str):
-        from . import get  # the registry lives in the package
+    return Conditional(ExactOT() if base is None else base, weight, label_fn, cond_fn)
 
-        base = get(base)
-    return Conditional(base, weight, label_fn, cond_fn)
+
+@registry.register("coupling", "conditional")
+def _conditional_by_name(
+    base: str | AbstractCostCoupling = "exact_ot", **kwargs
+) -> Conditional:
+    """`conditional` with its base given by name (configs, the command line)."""
+    return conditional(registry.resolve("coupling", base), **kwargs)

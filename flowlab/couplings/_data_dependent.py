@@ -15,27 +15,26 @@ The coupling receives the source draw as $\zeta$: in the train step
 `x0, (x1, cond) = coupling(key, x0, (x1, cond))` returns the new `x0` and attaches
 the condition to the rows of `x1`: `cond` becomes $c$, or `(c, cond)` when the batch
 already had one. `start` builds `x0` and the condition the same way from an
-observation, for sampling; `conditioned_field` carries the per-row condition through
-`flowlab.sample_ode`.
+observation, for sampling; `flowlab.sampling.conditioned_field` carries the per-row
+condition through `flowlab.sample_ode`.
 """
 
 import abc
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray, PyTree
 
-from ._base import AbstractCoupling
+from ._base import AbstractCoupling, Coupled
 from ._masks import MaskFn
 
 __all__ = [
     "AbstractDataDependent",
     "Degradation",
     "Inpainting",
-    "conditioned_field",
     "degradation",
     "inpainting",
 ]
@@ -71,6 +70,7 @@ class AbstractDataDependent(AbstractCoupling):
     """
 
     noise_scale: eqx.AbstractVar[float]
+    repairs_rows: ClassVar[bool] = False
 
     @abc.abstractmethod
     def draw(self, key: PRNGKeyArray, x1: Float[Array, "*event"]) -> Array:
@@ -91,9 +91,7 @@ class AbstractDataDependent(AbstractCoupling):
     ) -> Array:
         """Validate a batch of conditions `(n, ...)` and cast it for the model."""
 
-    def __call__(
-        self, key: PRNGKeyArray, x0: PyTree, x1: PyTree
-    ) -> tuple[Float[Array, "n *event"], tuple[Array, Any]]:
+    def couple(self, key: PRNGKeyArray, x0: PyTree, x1: PyTree) -> Coupled:
         r"""Return `(x0, (x1, cond))`: `x0` built from `x1`, the condition attached.
 
         Args:
@@ -111,7 +109,7 @@ class AbstractDataDependent(AbstractCoupling):
         c = jax.vmap(self.draw)(keys, points)
         c = self.check_condition(c, points.shape[1:], points.dtype)
         x0 = jax.vmap(self.base)(jnp.asarray(x0), points, c)
-        return x0, (points, _joined(c, cond))
+        return Coupled(x0, (points, _joined(c, cond)))
 
     def start(
         self,
@@ -321,31 +319,3 @@ def degradation(
         noise_scale: $\sigma \ge 0$, the scale of the source draw $\zeta$.
     """
     return Degradation(degrade_fn, noise_scale)
-
-
-def conditioned_field(
-    model_fn: Callable[[Any, Array, Array, Any], Array],
-) -> Callable[[Array, tuple[Array, Any], Any], tuple[Array, Any]]:
-    """A velocity field on the state `(x, cond)` that keeps `cond` fixed.
-
-    `flowlab.sample_ode` passes `args` to every row unchanged, so a per-row
-    condition rides in the state instead, with zero velocity:
-    `v(t, (x, cond), params) = (model_fn(params, t, x, cond), 0)`. The condition's
-    leaves must be floating point (a mask or an image; embed labels as floats).
-
-    Example:
-        >>> import jax.numpy as jnp, flowlab as fl
-        >>> v = fl.couplings.conditioned_field(lambda p, t, x, m: (1 - m) * p)
-        >>> state = (jnp.zeros((2, 2)), jnp.eye(2))  # x0 and a mask per row
-        >>> out = fl.sample_ode(v, state, 3.0, solver="euler", steps=1)
-        >>> out.x[0].tolist(), out.x[1].tolist()
-        ([[0.0, 3.0], [3.0, 0.0]], [[1.0, 0.0], [0.0, 1.0]])
-    """
-
-    def v(t: Array, state: tuple[Array, Any], params: Any) -> tuple[Array, Any]:
-        x, cond = state
-        return model_fn(params, t, x, cond), jax.tree_util.tree_map(
-            jnp.zeros_like, cond
-        )
-
-    return v

@@ -10,15 +10,13 @@ from ott.geometry import costs, geometry
 from ott.problems.linear import linear_problem
 from ott.solvers.linear import sinkhorn as ott_sinkhorn
 
-from ._base import AbstractCostCoupling
+from .. import registry
+from .._checks import is_number as _number
+from ._base import AbstractCostCoupling, Matching
 
 __all__ = ["EntropicOT", "partial", "sinkhorn", "unbalanced"]
 
 _MARGIN = 50.0  # forbidden and dummy pairs cost this many ε above the others
-
-
-def _number(value) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 class EntropicOT(AbstractCostCoupling):
@@ -134,15 +132,14 @@ class EntropicOT(AbstractCostCoupling):
         """Sinkhorn's output and the log-plan for two batches (for inspection)."""
         return self.solve_cost(self.cost_matrix(x0, x1))
 
-    def pair(
-        self, key: PRNGKeyArray, cost: Float[Array, "n m"]
-    ) -> tuple[Int[Array, " n"] | None, Int[Array, " n"]]:
+    def match(self, key: PRNGKeyArray, cost: Float[Array, "n m"]) -> Matching:
         n, m = cost.shape
         _, logits = self.solve_cost(cost)
         if not self.hard:  # a row from the row marginals, then a column given it
             k_row, k_col = jax.random.split(key)
             rows = _draw(_uniform(k_row, (n,), logits.dtype), logsumexp(logits, axis=1))
-            return rows, _draw(_uniform(k_col, (n,), logits.dtype), logits[rows])
+            cols = _draw(_uniform(k_col, (n,), logits.dtype), logits[rows])
+            return Matching(rows, cols)
         k_order, k_draw = jax.random.split(key)
         order = jax.random.permutation(k_order, n)
         u = _uniform(k_draw, (n,), logits.dtype)
@@ -153,7 +150,7 @@ class EntropicOT(AbstractCostCoupling):
             return used.at[j].set(True), j
 
         _, cols = lax.scan(take, jnp.zeros(m, bool), (order, u))
-        return None, jnp.zeros(n, cols.dtype).at[order].set(cols)
+        return Matching(None, jnp.zeros(n, cols.dtype).at[order].set(cols))
 
 
 def _uniform(key: PRNGKeyArray, shape: tuple[int, ...], dtype) -> Array:
@@ -183,6 +180,7 @@ def _kw(cost_fn, threshold, max_iterations):
     )
 
 
+@registry.register("coupling", "sinkhorn")
 def sinkhorn(
     epsilon: float = 0.05,
     *,
@@ -203,6 +201,7 @@ def sinkhorn(
     return EntropicOT(epsilon, hard=hard, **_kw(cost_fn, threshold, max_iterations))
 
 
+@registry.register("coupling", "unbalanced")
 def unbalanced(
     epsilon: float = 0.05,
     tau_a: float = 0.99,
@@ -223,6 +222,7 @@ def unbalanced(
     )
 
 
+@registry.register("coupling", "partial")
 def partial(
     mass: float = 0.9,
     epsilon: float = 0.05,

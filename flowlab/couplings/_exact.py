@@ -1,11 +1,14 @@
 r"""Exact minibatch optimal transport: the optimal permutation of a batch (OT-CFM)."""
 
+from typing import ClassVar
+
 import equinox as eqx
-from jaxtyping import Array, Float, Int, PRNGKeyArray
+from jaxtyping import Array, Float, PRNGKeyArray
 from ott.geometry import costs
 
+from .. import registry
 from ._assignment import linear_assignment
-from ._base import AbstractCostCoupling
+from ._base import AbstractCostCoupling, Matching
 
 __all__ = ["ExactOT", "exact_ot"]
 
@@ -31,14 +34,14 @@ class ExactOT(AbstractCostCoupling):
     """
 
     cost_fn: costs.CostFn = eqx.field(default_factory=costs.SqEuclidean)
+    square: ClassVar[bool] = True
 
-    def pair(
-        self, key: PRNGKeyArray, cost: Float[Array, "n n"]
-    ) -> tuple[None, Int[Array, " n"]]:
+    def match(self, key: PRNGKeyArray, cost: Float[Array, "n n"]) -> Matching:
         del key
-        return None, linear_assignment(cost)
+        return Matching(None, linear_assignment(cost))
 
 
+@registry.register("coupling", "exact_ot")
 def exact_ot(cost_fn: costs.CostFn | None = None) -> ExactOT:
     r"""The exact minibatch OT coupling (OT-CFM): an optimal permutation of `x1`.
 

@@ -1,12 +1,14 @@
 """Couplings under a device mesh: per shard (the default) or over the global batch."""
 
+from typing import ClassVar
+
 import equinox as eqx
 import jax
 from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxtyping import PRNGKeyArray, PyTree
 
-from ._base import AbstractCoupling
+from ._base import AbstractCoupling, Coupled
 
 __all__ = ["Sharded", "sharded"]
 
@@ -33,6 +35,7 @@ class Sharded(AbstractCoupling):
     mesh: Mesh = eqx.field(static=True)
     global_batch: bool = eqx.field(static=True, default=False)
     axis: str = eqx.field(static=True, default="data")
+    repairs_rows: ClassVar[bool] = True
 
     def __check_init__(self):
         if self.axis not in self.mesh.axis_names:
@@ -41,9 +44,7 @@ class Sharded(AbstractCoupling):
                 "the axis that splits the batch as axis=."
             )
 
-    def __call__(
-        self, key: PRNGKeyArray, x0: PyTree, x1: PyTree
-    ) -> tuple[PyTree, PyTree]:
+    def couple(self, key: PRNGKeyArray, x0: PyTree, x1: PyTree) -> Coupled:
         rows = PartitionSpec(self.axis)
         if self.global_batch:
             whole = NamedSharding(self.mesh, PartitionSpec())
@@ -51,22 +52,27 @@ class Sharded(AbstractCoupling):
             x0, x1 = jax.tree_util.tree_map(
                 lambda a: lax.with_sharding_constraint(a, whole), (x0, x1)
             )
-            out = self.coupling(key, x0, x1)
-            return jax.tree_util.tree_map(
-                lambda a: lax.with_sharding_constraint(a, split), out
+            x0, x1, stats = self.coupling.couple(key, x0, x1)
+            x0, x1 = jax.tree_util.tree_map(
+                lambda a: lax.with_sharding_constraint(a, split), (x0, x1)
             )
+            return Coupled(x0, x1, stats)
 
         def local(key, x0, x1):
             key = jax.random.fold_in(key, lax.axis_index(self.axis))
-            return self.coupling(key, x0, x1)
+            x0, x1, stats = self.coupling.couple(key, x0, x1)
+            # The worst shard speaks for the batch (stats: larger is worse).
+            stats = {k: lax.pmax(v, self.axis) for k, v in stats.items()}
+            return x0, x1, stats
 
-        return jax.shard_map(
+        x0, x1, stats = jax.shard_map(
             local,
             mesh=self.mesh,
             in_specs=(PartitionSpec(), rows, rows),
-            out_specs=(rows, rows),
+            out_specs=(rows, rows, PartitionSpec()),
             check_vma=False,
         )(key, x0, x1)
+        return Coupled(x0, x1, stats)
 
 
 def sharded(

@@ -1,6 +1,6 @@
 r"""Stable matching (multisample flow matching's "Stable" coupling): Gale–Shapley."""
 
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 import equinox as eqx
 import jax.numpy as jnp
@@ -8,7 +8,8 @@ from jax import lax
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 from ott.geometry import costs
 
-from ._base import AbstractCostCoupling
+from .. import registry
+from ._base import AbstractCostCoupling, Matching
 
 __all__ = ["StableMatching", "stable_match", "stable_matching"]
 
@@ -83,14 +84,14 @@ class StableMatching(AbstractCostCoupling):
     """
 
     cost_fn: costs.CostFn = eqx.field(default_factory=costs.SqEuclidean)
+    square: ClassVar[bool] = True
 
-    def pair(
-        self, key: PRNGKeyArray, cost: Float[Array, "n n"]
-    ) -> tuple[None, Int[Array, " n"]]:
+    def match(self, key: PRNGKeyArray, cost: Float[Array, "n n"]) -> Matching:
         del key
-        return None, stable_match(cost)
+        return Matching(None, stable_match(cost))
 
 
+@registry.register("coupling", "stable_matching")
 def stable_matching(cost_fn: costs.CostFn | None = None) -> StableMatching:
     """The stable-matching coupling (multisample flow matching, "Stable").
 

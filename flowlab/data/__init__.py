@@ -1,7 +1,8 @@
 """Sources of samples: 2-D toys and finite data sets, each with `sample(key, n)`."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
+from .. import registry
 from ._base import AbstractSampler
 from .digits import DIGITS_SHAPE, Digits, load_digits
 from .empirical import Empirical
@@ -26,22 +27,10 @@ __all__ = [
     "load_digits",
 ]
 
-DATASETS: dict[str, Callable[..., AbstractSampler]] = {
-    "gaussian": Gaussian,
-    "8gaussians": EightGaussians,
-    "moons": Moons,
-    "scurve": SCurve,
-    "checkerboard": Checkerboard,
-    "spirals": Spirals,
-    "rings": Rings,
-}
-"""Sampler names (for `get` and configs) and their classes."""
+DATASETS: Mapping[str, Callable[..., AbstractSampler]] = registry.table("data")
+"""Sampler names (for `get` and configs) and their classes (`flowlab.registry`)."""
 
 
 def get(name: str, **kwargs) -> AbstractSampler:
     """The sampler called `name` (a key of `DATASETS`), built with `kwargs`."""
-    if name not in DATASETS:
-        raise ValueError(
-            f"unknown data set {name!r}; expected one of {sorted(DATASETS)}."
-        )
-    return DATASETS[name](**kwargs)
+    return registry.build("data", name, **kwargs)

@@ -5,6 +5,8 @@ import abc
 import equinox as eqx
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from .._checks import positive_int
+
 __all__ = ["AbstractSampler"]
 
 
@@ -27,6 +29,4 @@ class AbstractSampler(eqx.Module):
 
 def check_n(n) -> int:
     """Validate a static sample count."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be a positive Python int, got {n!r}.")
-    return n
+    return positive_int("n", n, "a positive Python int")

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
+from .. import registry
 from ._base import AbstractSampler, check_n
 
 __all__ = [
@@ -166,3 +167,15 @@ class Rings(_Planar):
         angle = jax.random.uniform(k_angle, (n,), maxval=2 * jnp.pi)
         radius = radius + self.noise * jax.random.normal(k_noise, (n,))
         return radius[:, None] * jnp.stack([jnp.cos(angle), jnp.sin(angle)], axis=-1)
+
+
+for _name, _cls in {
+    "gaussian": Gaussian,
+    "8gaussians": EightGaussians,
+    "moons": Moons,
+    "scurve": SCurve,
+    "checkerboard": Checkerboard,
+    "spirals": Spirals,
+    "rings": Rings,
+}.items():
+    registry.register("data", _name, _cls)

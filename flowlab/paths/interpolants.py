@@ -24,15 +24,22 @@ $[t_\epsilon, 1 - t_\epsilon]$ or let $\epsilon(t)$ vanish at the ends. With the
 fields as per-sample functions, `flowlab.sampling.interpolant_sde(b_fn, score_fn,
 epsilon)` builds that SDE, the score from a denoiser by `denoiser_to_score`.
 
-Kinds (a static field, fixed by the factories):
+The interpolants are small final classes, one per family; they share
+`AbstractInterpolant`'s coefficients (by `jax.jvp`), targets and conversions:
 
-- `"two_sided"`: the general case above.
-- `"one_sided"`: $x_t = \alpha x_0 + \beta x_1$ with a standard normal source
-  $x_0$, which plays the latent's part: $\gamma \equiv 0$, the noise is $x_0$
-  (`PathSample.z` is `x0`), $\eta = E[x_0 \mid x_t]$ and $s = -\eta/\alpha$.
-- `"mirror"`: $x_0$ is replaced by $x_1$ (a path from the data to itself),
-  $x_t = (\alpha + \beta) x_1 + \gamma z$, i.e. $x_1 + \gamma z$ for linear
-  $\alpha, \beta$.
+| class (factory) | $x_t$ |
+| :--- | :--- |
+| `StochasticInterpolant(alpha_fn, beta_fn, gamma_fn)` | any $\alpha, \beta, \gamma$ |
+| `LinearInterpolant` (`linear_interpolant(gamma_fn)`) | $(1 - t) x_0 + t x_1 + \gamma z$ |
+| `TrigonometricInterpolant` (`trigonometric_interpolant`) | $\cos(\tfrac{\pi t}{2}) x_0 + \sin(\tfrac{\pi t}{2}) x_1 + \gamma z$ |
+| `EncodingDecodingInterpolant` (`encoding_decoding_interpolant`) | noised to $z$ at $t = \tfrac12$, then decoded |
+| `OneSidedInterpolant` (`one_sided_interpolant`) | $\alpha x_0 + \beta x_1$, the standard normal source $x_0$ is the noise |
+| `MirrorInterpolant` (`mirror_interpolant`) | $x_1 + \gamma z$: from the data to itself |
+
+The first four are two-sided: $z$ is drawn independently of the pair. A one-sided
+interpolant has $\gamma \equiv 0$ and its noise is $x_0$ (`PathSample.z` is `x0`),
+$\eta = E[x_0 \mid x_t]$ and $s = -\eta/\alpha$; a mirror interpolant replaces
+$x_0$ by $x_1$, $x_t = (\alpha + \beta) x_1 + \gamma z$.
 
 **Schrödinger-bridge CFM** (Tong et al. 2023) is `schrodinger_bridge(sigma)`:
 $\alpha = 1 - t$, $\beta = t$, $\gamma = \sigma\sqrt{t(1-t)}$, trained on pairs from
@@ -41,23 +48,32 @@ sigma**2)`). Its target is $\frac{1-2t}{2t(1-t)}(x_t - (1-t)x_0 - t x_1) + x_1 -
 and its conditional score $-z/(\sigma\sqrt{t(1-t)})$.
 """
 
+import abc
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
+from .._checks import scalar_time
 from ._base import AbstractPath, PathSample, check_pair
 
 __all__ = [
     "KINDS",
+    "AbstractInterpolant",
+    "AbstractTwoSidedInterpolant",
+    "EncodingDecodingInterpolant",
     "InterpolantCoefficients",
+    "LinearInterpolant",
+    "MirrorInterpolant",
+    "OneSidedInterpolant",
     "QuadraticGamma",
     "Sin2Gamma",
     "SqrtGamma",
     "StochasticInterpolant",
+    "TrigonometricInterpolant",
     "ZeroGamma",
     "encoding_decoding_interpolant",
     "linear_interpolant",
@@ -74,9 +90,6 @@ __all__ = [
 _X = Float[Array, "*event"]
 _T = Float[ArrayLike, ""]
 CoefficientFn = Callable[[Float[Array, ""]], Float[Array, ""]]
-
-KINDS = ("two_sided", "one_sided", "mirror")
-"""The interpolant kinds (see the module docstring)."""
 
 BOUNDARY_TOL = 1e-6
 r"""How far $\alpha, \beta, \gamma$ may miss their boundary values (float32)."""
@@ -152,18 +165,6 @@ def sin2_gamma(a: float = 1.0) -> Sin2Gamma:
     return Sin2Gamma(a)
 
 
-def _time(t: _T) -> Float[Array, ""]:
-    t = jnp.asarray(t)
-    if t.ndim != 0:
-        raise ValueError(
-            f"t must be a scalar time for one sample, got shape {t.shape}; batch "
-            "with jax.vmap."
-        )
-    return (
-        t if jnp.issubdtype(t.dtype, jnp.floating) else t.astype(jnp.result_type(float))
-    )
-
-
 def _check_boundary(fn: CoefficientFn, name: str, t: float, want: float) -> None:
     """Raise unless `fn(t) == want`; skipped when `fn` closes over traced values."""
     with jax.ensure_compile_time_eval():
@@ -181,90 +182,69 @@ def _check_boundary(fn: CoefficientFn, name: str, t: float, want: float) -> None
         )
 
 
-class StochasticInterpolant(AbstractPath):
+def _normal(key: PRNGKeyArray | None, like: Array, dtype, who: str) -> Array:
+    if key is None:
+        raise ValueError(f"a {who} interpolant draws z ~ N(0, I): pass a PRNG key.")
+    return jax.random.normal(key, like.shape, dtype)
+
+
+class AbstractInterpolant(AbstractPath):
     r"""$x_t = \alpha(t) x_0 + \beta(t) x_1 + \gamma(t) z$ on one sample.
 
-    Derivatives come from `jax.jvp` of the three functions.
-
-    Attributes:
-        alpha_fn: $t \mapsto \alpha(t)$ on a scalar; $\alpha(0) = 1$, $\alpha(1) = 0$.
-        beta_fn: $t \mapsto \beta(t)$; $\beta(0) = 0$, $\beta(1) = 1$.
-        gamma_fn: $t \mapsto \gamma(t)$; $\gamma(0) = \gamma(1) = 0$ (default 0).
-        kind: `"two_sided"`, `"one_sided"` or `"mirror"` (module docstring).
-
-    Example:
-        >>> import jax, jax.numpy as jnp
-        >>> from flowlab import paths
-        >>> path = paths.linear_interpolant(paths.sin2_gamma(0.5))
-        >>> ps = path.sample(jax.random.key(0), jnp.zeros(2), jnp.ones(2), 0.5)
-        >>> bool(jnp.allclose(ps.xt, 0.5 + 0.5 * ps.z))
-        True
+    Subclasses give the coefficients `alpha`, `beta`, `gamma` (scalar functions of
+    a scalar time; derivatives come from `jax.jvp`), which array is the noise and
+    its scale (`noise_scale`), how a sample is built from a pair and a noise
+    (`interpolate`) and how the noise is drawn (`draw_noise`). The boundary values
+    $\alpha(0) = \beta(1) = 1$, $\alpha(1) = \beta(0) = \gamma(0) = \gamma(1) = 0$
+    are checked at construction.
     """
 
-    alpha_fn: CoefficientFn
-    beta_fn: CoefficientFn
-    gamma_fn: CoefficientFn = eqx.field(default_factory=ZeroGamma)
-    kind: str = eqx.field(static=True, default="two_sided")
+    @abc.abstractmethod
+    def alpha(self, t: Float[Array, ""]) -> Float[Array, ""]:
+        r"""$\alpha(t)$."""
+
+    @abc.abstractmethod
+    def beta(self, t: Float[Array, ""]) -> Float[Array, ""]:
+        r"""$\beta(t)$."""
+
+    @abc.abstractmethod
+    def gamma(self, t: Float[Array, ""]) -> Float[Array, ""]:
+        r"""$\gamma(t)$."""
+
+    @abc.abstractmethod
+    def noise_scale(self, t: _T) -> tuple[Float[Array, ""], Float[Array, ""]]:
+        r"""The scale of the noise in $x_t$ and its derivative."""
+
+    @abc.abstractmethod
+    def interpolate(self, x0: _X, x1: _X, z: _X, t: _T) -> PathSample:
+        r"""$x_t$ and $u_t = \dot x_t$ for given `x0`, `x1`, noise `z` and time `t`."""
+
+    @abc.abstractmethod
+    def draw_noise(self, key: PRNGKeyArray | None, x1: _X, dtype) -> _X:
+        """The noise `z` of one sample (zeros where the path draws none)."""
 
     def __check_init__(self):
-        if self.kind not in KINDS:
-            raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}.")
-        for name in ("alpha_fn", "beta_fn", "gamma_fn"):
-            if not callable(getattr(self, name)):
-                raise TypeError(f"{name} must be a callable of a scalar time.")
-        if self.kind == "one_sided" and not isinstance(self.gamma_fn, ZeroGamma):
-            raise ValueError(
-                "a one-sided interpolant has gamma_fn = zero_gamma(): its standard "
-                "normal source x0 is the noise."
-            )
-        for name, t, want in (
-            ("alpha_fn", 0.0, 1.0),
-            ("alpha_fn", 1.0, 0.0),
-            ("beta_fn", 0.0, 0.0),
-            ("beta_fn", 1.0, 1.0),
-            ("gamma_fn", 0.0, 0.0),
-            ("gamma_fn", 1.0, 0.0),
+        for field in self.__dataclass_fields__:
+            if field.endswith("_fn") and not callable(getattr(self, field)):
+                raise TypeError(f"{field} must be a callable of a scalar time.")
+        for name, fn, t, want in (
+            ("alpha_fn", self.alpha, 0.0, 1.0),
+            ("alpha_fn", self.alpha, 1.0, 0.0),
+            ("beta_fn", self.beta, 0.0, 0.0),
+            ("beta_fn", self.beta, 1.0, 1.0),
+            ("gamma_fn", self.gamma, 0.0, 0.0),
+            ("gamma_fn", self.gamma, 1.0, 0.0),
         ):
-            _check_boundary(getattr(self, name), name, t, want)
+            _check_boundary(fn, name, t, want)
 
     def coefficients(self, t: _T) -> InterpolantCoefficients:
         r"""$\alpha, \beta, \gamma$ and their derivatives (by `jax.jvp`) at `t`."""
-        t = _time(t)
+        t = scalar_time(t)
         one = jnp.ones_like(t)
-        alpha, d_alpha = jax.jvp(self.alpha_fn, (t,), (one,))
-        beta, d_beta = jax.jvp(self.beta_fn, (t,), (one,))
-        gamma, d_gamma = jax.jvp(self.gamma_fn, (t,), (one,))
+        alpha, d_alpha = jax.jvp(self.alpha, (t,), (one,))
+        beta, d_beta = jax.jvp(self.beta, (t,), (one,))
+        gamma, d_gamma = jax.jvp(self.gamma, (t,), (one,))
         return InterpolantCoefficients(alpha, beta, gamma, d_alpha, d_beta, d_gamma)
-
-    def noise_scale(self, t: _T) -> tuple[Float[Array, ""], Float[Array, ""]]:
-        r"""The scale of the noise in $x_t$ and its derivative.
-
-        $(\gamma, \dot\gamma)$, or $(\alpha, \dot\alpha)$ for a one-sided interpolant.
-        """
-        c = self.coefficients(t)
-        if self.kind == "one_sided":
-            return c.alpha, c.d_alpha
-        return c.gamma, c.d_gamma
-
-    def interpolate(self, x0: _X, x1: _X, z: _X, t: _T) -> PathSample:
-        r"""$x_t$ and $u_t = \dot x_t$ for given `x0`, `x1`, noise `z` and time `t`.
-
-        A mirror interpolant uses `x1` for `x0`; a one-sided one ($\gamma \equiv 0$)
-        reports `x0` as its noise `z`.
-        """
-        x0, x1, t = check_pair(x0, x1, t)
-        z = jnp.asarray(z)
-        if z.shape != x1.shape:
-            raise ValueError(
-                f"z must have the event shape of x1 {x1.shape}, got {z.shape}."
-            )
-        if self.kind == "mirror":
-            x0 = x1
-        c = self.coefficients(t)
-        xt = c.alpha * x0 + c.beta * x1 + c.gamma * z
-        ut = c.d_alpha * x0 + c.d_beta * x1 + c.d_gamma * z
-        noise = x0 if self.kind == "one_sided" else z
-        return PathSample(t=t, x0=x0, x1=x1, xt=xt, ut=ut, z=noise)
 
     def sample(
         self,
@@ -273,21 +253,13 @@ class StochasticInterpolant(AbstractPath):
         x1: Float[ArrayLike, "*event"],
         t: _T,
     ) -> PathSample:
-        r"""Draw $z \sim N(0, I)$ with `key`; return `interpolate(x0, x1, z, t)`.
+        r"""Draw the noise with `key`; return `interpolate(x0, x1, z, t)`.
 
         A one-sided interpolant draws nothing (`key` may be `None`).
         """
         x0, x1, t = check_pair(x0, x1, t)
         dtype = jnp.result_type(x0.dtype, x1.dtype, float)
-        if self.kind == "one_sided":
-            z = jnp.zeros(x1.shape, dtype)
-        elif key is None:
-            raise ValueError(
-                f"a {self.kind} interpolant draws z ~ N(0, I): pass a PRNG key."
-            )
-        else:
-            z = jax.random.normal(key, x1.shape, dtype)
-        return self.interpolate(x0, x1, z, t)
+        return self.interpolate(x0, x1, self.draw_noise(key, x1, dtype), t)
 
     def velocity_target(self, ps: PathSample) -> _X:
         r"""The target of $b$: $u_t = \dot\alpha x_0 + \dot\beta x_1 + \dot\gamma z$."""
@@ -321,6 +293,121 @@ class StochasticInterpolant(AbstractPath):
         return v + self.noise_scale(t)[1] * eta
 
 
+def _check_noise(z: Array, x1: Array) -> Array:
+    z = jnp.asarray(z)
+    if z.shape != x1.shape:
+        raise ValueError(f"z must have the event shape of x1 {x1.shape}, got {z.shape}.")
+    return z
+
+
+class AbstractTwoSidedInterpolant(AbstractInterpolant):
+    r"""$x_t = \alpha x_0 + \beta x_1 + \gamma z$ with $z \sim N(0, I)$ drawn apart.
+
+    Subclasses give `alpha` and `beta`; $\gamma$ is the field `gamma_fn`.
+    """
+
+    gamma_fn: eqx.AbstractVar[CoefficientFn]
+
+    def gamma(self, t: Float[Array, ""]) -> Float[Array, ""]:
+        return self.gamma_fn(t)
+
+    def noise_scale(self, t: _T) -> tuple[Float[Array, ""], Float[Array, ""]]:
+        r"""$(\gamma, \dot\gamma)$."""
+        c = self.coefficients(t)
+        return c.gamma, c.d_gamma
+
+    def interpolate(self, x0: _X, x1: _X, z: _X, t: _T) -> PathSample:
+        x0, x1, t = check_pair(x0, x1, t)
+        z = _check_noise(z, x1)
+        c = self.coefficients(t)
+        xt = c.alpha * x0 + c.beta * x1 + c.gamma * z
+        ut = c.d_alpha * x0 + c.d_beta * x1 + c.d_gamma * z
+        return PathSample(t=t, x0=x0, x1=x1, xt=xt, ut=ut, z=z)
+
+    def draw_noise(self, key: PRNGKeyArray | None, x1: _X, dtype) -> _X:
+        return _normal(key, x1, dtype, "two_sided")
+
+
+class StochasticInterpolant(AbstractTwoSidedInterpolant):
+    r"""A two-sided interpolant from three user functions of a scalar time.
+
+    Attributes:
+        alpha_fn: $t \mapsto \alpha(t)$; $\alpha(0) = 1$, $\alpha(1) = 0$.
+        beta_fn: $t \mapsto \beta(t)$; $\beta(0) = 0$, $\beta(1) = 1$.
+        gamma_fn: $t \mapsto \gamma(t)$; $\gamma(0) = \gamma(1) = 0$ (default 0).
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from flowlab import paths
+        >>> path = paths.StochasticInterpolant(
+        ...     lambda t: 1 - t, lambda t: t, paths.sin2_gamma(0.5))
+        >>> ps = path.sample(jax.random.key(0), jnp.zeros(2), jnp.ones(2), 0.5)
+        >>> bool(jnp.allclose(ps.xt, 0.5 + 0.5 * ps.z))
+        True
+    """
+
+    alpha_fn: CoefficientFn
+    beta_fn: CoefficientFn
+    gamma_fn: CoefficientFn = eqx.field(default_factory=ZeroGamma)
+
+    def alpha(self, t: Float[Array, ""]) -> Float[Array, ""]:
+        return self.alpha_fn(t)
+
+    def beta(self, t: Float[Array, ""]) -> Float[Array, ""]:
+        return self.beta_fn(t)
+
+
+class LinearInterpolant(AbstractTwoSidedInterpolant):
+    r"""$\alpha = 1 - t$, $\beta = t$ and $\gamma$ = `gamma_fn` (default 0).
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from flowlab import paths
+        >>> path = paths.linear_interpolant(paths.sin2_gamma(0.5))
+        >>> ps = path.sample(jax.random.key(0), jnp.zeros(2), jnp.ones(2), 0.5)
+        >>> bool(jnp.allclose(ps.xt, 0.5 + 0.5 * ps.z))
+        True
+    """
+
+    gamma_fn: CoefficientFn = eqx.field(default_factory=ZeroGamma)
+
+    def alpha(self, t: Float[Array, ""]) -> Float[Array, ""]:
+        return 1 - t
+
+    def beta(self, t: Float[Array, ""]) -> Float[Array, ""]:
+        return t
+
+
+class TrigonometricInterpolant(AbstractTwoSidedInterpolant):
+    r"""$\alpha = \cos(\pi t / 2)$, $\beta = \sin(\pi t / 2)$ and `gamma_fn`."""
+
+    gamma_fn: CoefficientFn = eqx.field(default_factory=ZeroGamma)
+
+    def alpha(self, t: Float[Array, ""]) -> Float[Array, ""]:
+        return jnp.cos(0.5 * jnp.pi * t)
+
+    def beta(self, t: Float[Array, ""]) -> Float[Array, ""]:
+        return jnp.sin(0.5 * jnp.pi * t)
+
+
+class EncodingDecodingInterpolant(AbstractTwoSidedInterpolant):
+    r"""Albergo et al.'s encoder-decoder: the sample is noised to $z$, then decoded.
+
+    $x_t = \cos^2(\pi t)\,(1_{[0, 1/2)}(t)\, x_0 + 1_{(1/2, 1]}(t)\, x_1)
+    + \gamma(t)\, z$, so $x_{1/2} = z$ for the default $\gamma = \sin^2(\pi t)$:
+    $\alpha = \cos^2(\pi t)$ on $[0, 1/2)$ and 0 after, $\beta = \cos^2(\pi t)$ on
+    $(1/2, 1]$ and 0 before (both $C^1$).
+    """
+
+    gamma_fn: CoefficientFn = eqx.field(default_factory=lambda: Sin2Gamma(1.0))
+
+    def alpha(self, t: Float[Array, ""]) -> Float[Array, ""]:
+        return jnp.where(t < 0.5, jnp.cos(jnp.pi * t) ** 2, 0.0)
+
+    def beta(self, t: Float[Array, ""]) -> Float[Array, ""]:
+        return jnp.where(t > 0.5, jnp.cos(jnp.pi * t) ** 2, 0.0)
+
+
 def _one_minus(t):
     return 1 - t
 
@@ -329,70 +416,134 @@ def _identity(t):
     return t
 
 
-def _cos_half_pi(t):
-    return jnp.cos(0.5 * jnp.pi * t)
+class OneSidedInterpolant(AbstractInterpolant):
+    r"""$x_t = \alpha x_0 + \beta x_1$ from a standard normal source $x_0$.
+
+    The noise is $x_0$: $\eta = E[x_0 \mid x_t]$, $s = -\eta / \alpha$, and
+    `PathSample.z` is `x0`; nothing is drawn.
+
+    Attributes:
+        alpha_fn: $t \mapsto \alpha(t)$ (default $1 - t$).
+        beta_fn: $t \mapsto \beta(t)$ (default $t$).
+    """
+
+    alpha_fn: CoefficientFn = _one_minus
+    beta_fn: CoefficientFn = _identity
+
+    def alpha(self, t: Float[Array, ""]) -> Float[Array, ""]:
+        return self.alpha_fn(t)
+
+    def beta(self, t: Float[Array, ""]) -> Float[Array, ""]:
+        return self.beta_fn(t)
+
+    def gamma(self, t: Float[Array, ""]) -> Float[Array, ""]:
+        return jnp.zeros_like(t)
+
+    def noise_scale(self, t: _T) -> tuple[Float[Array, ""], Float[Array, ""]]:
+        r"""$(\alpha, \dot\alpha)$: the source is the noise."""
+        c = self.coefficients(t)
+        return c.alpha, c.d_alpha
+
+    def interpolate(self, x0: _X, x1: _X, z: _X, t: _T) -> PathSample:
+        """`z` is not used (its shape is checked): the noise is `x0`."""
+        x0, x1, t = check_pair(x0, x1, t)
+        _check_noise(z, x1)
+        c = self.coefficients(t)
+        xt = c.alpha * x0 + c.beta * x1
+        ut = c.d_alpha * x0 + c.d_beta * x1
+        return PathSample(t=t, x0=x0, x1=x1, xt=xt, ut=ut, z=x0)
+
+    def draw_noise(self, key: PRNGKeyArray | None, x1: _X, dtype) -> _X:
+        del key
+        return jnp.zeros(x1.shape, dtype)
 
 
-def _sin_half_pi(t):
-    return jnp.sin(0.5 * jnp.pi * t)
+class MirrorInterpolant(AbstractInterpolant):
+    r"""$x_t = x_1 + \gamma(t) z$: from the data to itself (the source is ignored).
+
+    The pair's `x0` is replaced by `x1`; `PathSample.x0` reports it so.
+
+    Attributes:
+        gamma_fn: $t \mapsto \gamma(t)$, zero at both ends.
+    """
+
+    gamma_fn: CoefficientFn
+
+    def alpha(self, t: Float[Array, ""]) -> Float[Array, ""]:
+        return 1 - t
+
+    def beta(self, t: Float[Array, ""]) -> Float[Array, ""]:
+        return t
+
+    def gamma(self, t: Float[Array, ""]) -> Float[Array, ""]:
+        return self.gamma_fn(t)
+
+    def noise_scale(self, t: _T) -> tuple[Float[Array, ""], Float[Array, ""]]:
+        r"""$(\gamma, \dot\gamma)$."""
+        c = self.coefficients(t)
+        return c.gamma, c.d_gamma
+
+    def interpolate(self, x0: _X, x1: _X, z: _X, t: _T) -> PathSample:
+        """As the two-sided one with `x0 = x1`."""
+        _, x1, t = check_pair(x0, x1, t)
+        z = _check_noise(z, x1)
+        c = self.coefficients(t)
+        xt = c.alpha * x1 + c.beta * x1 + c.gamma * z
+        ut = c.d_alpha * x1 + c.d_beta * x1 + c.d_gamma * z
+        return PathSample(t=t, x0=x1, x1=x1, xt=xt, ut=ut, z=z)
+
+    def draw_noise(self, key: PRNGKeyArray | None, x1: _X, dtype) -> _X:
+        return _normal(key, x1, dtype, "mirror")
 
 
-def _encoder_alpha(t):
-    return jnp.where(t < 0.5, jnp.cos(jnp.pi * t) ** 2, 0.0)
-
-
-def _decoder_beta(t):
-    return jnp.where(t > 0.5, jnp.cos(jnp.pi * t) ** 2, 0.0)
+KINDS: dict[str, type[AbstractInterpolant]] = {
+    "two_sided": AbstractTwoSidedInterpolant,
+    "one_sided": OneSidedInterpolant,
+    "mirror": MirrorInterpolant,
+}
+"""The structural kinds of interpolant (module docstring) and their classes."""
 
 
 def _or_zero(gamma_fn: CoefficientFn | None) -> CoefficientFn:
     return ZeroGamma() if gamma_fn is None else gamma_fn
 
 
-def linear_interpolant(gamma_fn: CoefficientFn | None = None) -> StochasticInterpolant:
+def linear_interpolant(gamma_fn: CoefficientFn | None = None) -> LinearInterpolant:
     r"""$\alpha = 1 - t$, $\beta = t$ and `gamma_fn` (default $\gamma \equiv 0$)."""
-    return StochasticInterpolant(_one_minus, _identity, _or_zero(gamma_fn))
+    return LinearInterpolant(_or_zero(gamma_fn))
 
 
 def trigonometric_interpolant(
     gamma_fn: CoefficientFn | None = None,
-) -> StochasticInterpolant:
+) -> TrigonometricInterpolant:
     r"""$\alpha = \cos(\pi t / 2)$, $\beta = \sin(\pi t / 2)$ and `gamma_fn`."""
-    return StochasticInterpolant(_cos_half_pi, _sin_half_pi, _or_zero(gamma_fn))
+    return TrigonometricInterpolant(_or_zero(gamma_fn))
 
 
 def encoding_decoding_interpolant(
     gamma_fn: CoefficientFn | None = None,
-) -> StochasticInterpolant:
-    r"""Albergo et al.'s encoder-decoder: the sample is noised to $z$, then decoded.
-
-    $x_t = \cos^2(\pi t)\,(1_{[0, 1/2)}(t)\, x_0 + 1_{(1/2, 1]}(t)\, x_1)
-    + \sin^2(\pi t)\, z$, so $x_{1/2} = z$: $\alpha = \cos^2(\pi t)$ on $[0, 1/2)$
-    and 0 after, $\beta = \cos^2(\pi t)$ on $(1/2, 1]$ and 0 before (both $C^1$),
-    and by default $\gamma = \sin^2(\pi t)$ (`sin2_gamma(1.0)`).
-    """
-    return StochasticInterpolant(
-        _encoder_alpha, _decoder_beta, Sin2Gamma(1.0) if gamma_fn is None else gamma_fn
-    )
+) -> EncodingDecodingInterpolant:
+    r"""The encoder-decoder interpolant; `gamma_fn` defaults to $\sin^2(\pi t)$."""
+    return EncodingDecodingInterpolant(Sin2Gamma(1.0) if gamma_fn is None else gamma_fn)
 
 
 def one_sided_interpolant(
     alpha_fn: CoefficientFn = _one_minus, beta_fn: CoefficientFn = _identity
-) -> StochasticInterpolant:
+) -> OneSidedInterpolant:
     r"""$x_t = \alpha x_0 + \beta x_1$ from a standard normal source $x_0$.
 
     The noise is $x_0$: $\eta = E[x_0 \mid x_t]$, $s = -\eta / \alpha$.
     Defaults: $\alpha = 1 - t$, $\beta = t$.
     """
-    return StochasticInterpolant(alpha_fn, beta_fn, ZeroGamma(), kind="one_sided")
+    return OneSidedInterpolant(alpha_fn, beta_fn)
 
 
-def mirror_interpolant(gamma_fn: CoefficientFn) -> StochasticInterpolant:
+def mirror_interpolant(gamma_fn: CoefficientFn) -> MirrorInterpolant:
     r"""$x_t = x_1 + \gamma(t) z$: from the data to itself (the source is ignored)."""
-    return StochasticInterpolant(_one_minus, _identity, gamma_fn, kind="mirror")
+    return MirrorInterpolant(gamma_fn)
 
 
-def schrodinger_bridge(sigma: float) -> StochasticInterpolant:
+def schrodinger_bridge(sigma: float) -> LinearInterpolant:
     r"""SB-CFM's path: $\alpha = 1-t$, $\beta = t$, $\gamma = \sigma\sqrt{t(1-t)}$.
 
     Schrödinger-bridge CFM is this path trained on pairs from the entropic OT plan of
@@ -400,4 +551,4 @@ def schrodinger_bridge(sigma: float) -> StochasticInterpolant:
     """
     if isinstance(sigma, int | float) and not sigma > 0:
         raise ValueError(f"sigma must be positive, got {sigma}.")
-    return StochasticInterpolant(_one_minus, _identity, SqrtGamma(sigma**2))
+    return LinearInterpolant(SqrtGamma(sigma**2))

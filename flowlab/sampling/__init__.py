@@ -1,5 +1,6 @@
 """Sampling and scoring with diffrax: ODE integration and log-likelihoods."""
 
+from .conditioned import conditioned_field
 from .likelihood import log_likelihood, standard_normal_log_prob
 from .marginal_sdes import interpolant_sde, reverse_diffusion_sde
 from .ode import ODESolution, sample_ode
@@ -14,6 +15,7 @@ __all__ = [
     "SDE_SOLVERS",
     "ODESolution",
     "SDESolution",
+    "conditioned_field",
     "evaluations_per_step",
     "get_ode_solver",
     "get_sde_solver",

@@ -6,7 +6,7 @@ sample). `flowlab.sampling.marginal_sdes` builds the `SDE`s with the marginals o
 probability-flow ODE that `sample_sde(key, *sde, x0)` samples.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Literal, NamedTuple, TypeAlias
 
 import diffrax
@@ -17,8 +17,9 @@ import jax.tree_util as jtu
 import lineax as lx
 from jaxtyping import Array, Float, Int, PRNGKeyArray, PyTree
 
+from .. import registry
 from .._types import Scalar, VelocityFn
-from .solvers import evaluations_per_step
+from .solvers import _solver, evaluations_per_step
 
 __all__ = [
     "SDE",
@@ -33,14 +34,19 @@ DiffusionFn: TypeAlias = Callable[[Scalar, Any, Any], Any]
 
 _MAX_STEPS = 16_384
 
-SDE_SOLVERS: dict[str, Callable[[], diffrax.AbstractSolver]] = {
+for _name, _cls in {
     "euler_maruyama": diffrax.Euler,
     "heun": diffrax.Heun,
     "sea": diffrax.SEA,
     "shark": diffrax.ShARK,
     "sra1": diffrax.SRA1,
-}
-"""SDE solver names and the diffrax solvers they build.
+}.items():
+    registry.register("sde_solver", _name, _cls)
+
+SDE_SOLVERS: Mapping[str, Callable[[], diffrax.AbstractSolver]] = registry.table(
+    "sde_solver"
+)
+"""SDE solver names and the diffrax solvers they build (`flowlab.registry`).
 
 `"euler_maruyama"` (strong order 1/2, 1 for additive noise) solves any Itô SDE. The
 others are Stratonovich solvers, which solve the Itô SDE only for additive noise
@@ -82,14 +88,7 @@ class SDE(NamedTuple):
 
 def get_sde_solver(solver: str | diffrax.AbstractSolver) -> diffrax.AbstractSolver:
     """A diffrax solver from a name in `SDE_SOLVERS`, or the solver itself."""
-    if isinstance(solver, diffrax.AbstractSolver):
-        return solver
-    if isinstance(solver, str) and solver in SDE_SOLVERS:
-        return SDE_SOLVERS[solver]()
-    raise ValueError(
-        f"unknown SDE solver {solver!r}; pass a diffrax solver or one of "
-        f"{sorted(SDE_SOLVERS)}."
-    )
+    return _solver("sde_solver", solver)
 
 
 def _drift_evaluations_per_step(solver: diffrax.AbstractSolver) -> int:

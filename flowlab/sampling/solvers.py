@@ -5,11 +5,13 @@ one of the names in `ODE_SOLVERS`. Classical fourth-order Runge-Kutta, which dif
 does not ship, is defined here as a diffrax explicit RK method from its tableau.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import ClassVar
 
 import diffrax
 import numpy as np
+
+from .. import registry
 
 __all__ = ["ADAPTIVE", "ODE_SOLVERS", "RK4", "evaluations_per_step", "get_ode_solver"]
 
@@ -40,7 +42,7 @@ class RK4(diffrax.AbstractERK):
         return 4
 
 
-ODE_SOLVERS: dict[str, Callable[[], diffrax.AbstractSolver]] = {
+for _name, _cls in {
     "euler": diffrax.Euler,
     "heun": diffrax.Heun,
     "midpoint": diffrax.Midpoint,
@@ -48,8 +50,13 @@ ODE_SOLVERS: dict[str, Callable[[], diffrax.AbstractSolver]] = {
     "tsit5": diffrax.Tsit5,
     "dopri5": diffrax.Dopri5,
     "dopri8": diffrax.Dopri8,
-}
-"""ODE solver names and the diffrax solver classes they build."""
+}.items():
+    registry.register("ode_solver", _name, _cls)
+
+ODE_SOLVERS: Mapping[str, Callable[[], diffrax.AbstractSolver]] = registry.table(
+    "ode_solver"
+)
+"""ODE solver names and the diffrax solver classes they build (`flowlab.registry`)."""
 
 ADAPTIVE = frozenset({"tsit5", "dopri5", "dopri8"})
 """Names whose default is adaptive step-size control (the others take `steps`)."""
@@ -57,13 +64,18 @@ ADAPTIVE = frozenset({"tsit5", "dopri5", "dopri8"})
 
 def get_ode_solver(solver: str | diffrax.AbstractSolver) -> diffrax.AbstractSolver:
     """A diffrax solver from a name in `ODE_SOLVERS`, or the solver itself."""
+    return _solver("ode_solver", solver)
+
+
+def _solver(kind: str, solver: str | diffrax.AbstractSolver) -> diffrax.AbstractSolver:
+    """A diffrax solver object, or one built by name through the registry."""
     if isinstance(solver, diffrax.AbstractSolver):
         return solver
-    if isinstance(solver, str) and solver in ODE_SOLVERS:
-        return ODE_SOLVERS[solver]()
+    if isinstance(solver, str) and solver in registry.table(kind):
+        return registry.build(kind, solver)
     raise ValueError(
-        f"unknown ODE solver {solver!r}; pass a diffrax solver or one of "
-        f"{sorted(ODE_SOLVERS)}."
+        f"unknown {registry.KINDS[kind]} {solver!r}; pass a diffrax solver or one of "
+        f"{list(registry.names(kind))}."
     )
 
 

@@ -35,7 +35,7 @@ def test_never_pairs_across_labels(name, key):
 
 def test_x0_without_labels_inherits_them_and_exact_ot_is_optimal_per_label(key):
     x0, _, x1, l1 = _labelled(42)
-    y0, (y1, m1) = jax.jit(couplings.conditional("exact_ot"))(key, x0, (x1, l1))
+    y0, (y1, m1) = jax.jit(couplings.conditional(couplings.exact_ot()))(key, x0, (x1, l1))
     np.testing.assert_array_equal(y0, x0)
     np.testing.assert_array_equal(m1, l1)  # row k of x0 took x1's label k
     for label in range(3):  # within each label: the optimal assignment
@@ -49,7 +49,7 @@ def test_unequal_label_counts_raise_inside_jit(key):
     x0, l0, x1, l1 = _labelled(43)
     l0 = l0.at[0].set((l0[0] + 1) % 3)  # one label now occurs once more in x0
     with pytest.raises(Exception, match="every label must occur as often"):
-        jax.jit(couplings.conditional("exact_ot"))(key, (x0, l0), (x1, l1))
+        jax.jit(couplings.conditional(couplings.exact_ot()))(key, (x0, l0), (x1, l1))
 
 
 def test_unbalanced_base_accepts_unequal_counts(key):
@@ -65,11 +65,11 @@ def test_continuous_condition_trades_off_distance(key):
     c0 = jnp.linspace(0, 1, N)[:, None]
     c1 = jnp.linspace(0, 1, N)[::-1, None]
     run = jax.jit(lambda c, k, a, b: c(k, a, b))  # the weight is traced: one compile
-    free = couplings.conditional("exact_ot", weight=0.0)
+    free = couplings.conditional(couplings.exact_ot(), weight=0.0)
     _, (y1, _) = run(free, key, (x0, c0), (x1, c1))
     best = cases.optimum(cases.sq_cost(np.asarray(x0), np.asarray(x1)))
     np.testing.assert_allclose(((x0 - y1) ** 2).sum(), best, rtol=1e-9)
-    strict = couplings.conditional("exact_ot", weight=1e6)
+    strict = couplings.conditional(couplings.exact_ot(), weight=1e6)
     _, (_, matched) = run(strict, key, (x0, c0), (x1, c1))
     np.testing.assert_allclose(matched, c0)  # a huge weight pairs equal conditions
 
@@ -79,7 +79,7 @@ def test_label_fn_and_cond_fn_pick_leaves(key):
     tree0 = {"x": x0, "y": l0}
     tree1 = {"x": x1, "y": l1}
     coupling = couplings.conditional(
-        "stable_matching", label_fn=lambda t: t["y"], cond_fn=lambda t: None
+        couplings.stable_matching(), label_fn=lambda t: t["y"], cond_fn=lambda t: None
     )
     out0, out1 = jax.jit(coupling)(key, tree0, tree1)
     np.testing.assert_array_equal(out0["y"], out1["y"])
@@ -110,7 +110,7 @@ def test_get_builds_a_conditional_coupling(key):
 )
 def test_bad_conditions_raise(x0, x1, match, key):
     with pytest.raises(ValueError, match=match):  # sinkhorn allows unequal batches
-        couplings.conditional("sinkhorn")(key, x0, x1)
+        couplings.conditional(couplings.sinkhorn())(key, x0, x1)
 
 
 def test_base_must_be_cost_based():

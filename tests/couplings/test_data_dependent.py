@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import flowlab as fl
-from flowlab import couplings, data, models, paths, schedules
+from flowlab import couplings, data, models, paths, sampling, schedules
 
 IMAGE = (8, 8)
 
@@ -256,7 +256,7 @@ def test_sampling_with_the_exact_field_gives_the_conditional_exactly(key):
     mask = jnp.stack([jnp.arange(n) % 2 == 0, jnp.arange(n) % 2 == 1], axis=1)
     coupling = couplings.inpainting(couplings.coordinate_mask(1))
     x0, c = coupling.start(zeta, observed, mask)
-    v = couplings.conditioned_field(_exact_field)
+    v = sampling.conditioned_field(_exact_field)
     out = fl.sample_ode(v, (x0, c), None, solver="dopri5", rtol=1e-8, atol=1e-8)
     x, c_end = out.x
     np.testing.assert_array_equal(c_end, c)  # the condition rides unchanged
@@ -306,7 +306,7 @@ def test_trained_inpainting_matches_the_gaussian_conditional():
         log_every=2000,
         progress=False,
     )
-    v = couplings.conditioned_field(model_fn)
+    v = sampling.conditioned_field(model_fn)
     n = 4000
     zeta = jax.random.normal(jax.random.key(3), (n, 2), jnp.float32)
     for j, x_j in [(0, -0.5), (0, 2.5), (1, 0.0)]:
@@ -499,7 +499,7 @@ def test_digit_inpainting_beats_the_baselines():
     x_test, k = jnp.asarray(test.x), 8
     zeta = jax.random.normal(jax.random.key(5), (k * len(x_test), 64), jnp.float32)
     x0, c = coupling.start(zeta, jnp.tile(x_test, (k, 1)), mask)
-    v = couplings.conditioned_field(model_fn)
+    v = sampling.conditioned_field(model_fn)
     out = fl.sample_ode(v, (x0, c), result.state.ema_params, solver="euler", steps=50)
     samples = np.asarray(out.x[0]).reshape(k, len(x_test), 64)
     missing, x_test = ~np.asarray(mask), np.asarray(x_test)

@@ -36,7 +36,7 @@ def _batch(mesh):
         couplings.exact_ot(),
         couplings.stable_matching(),
         couplings.sinkhorn(0.1),
-        couplings.conditional("exact_ot"),  # its label check runs per shard
+        couplings.conditional(couplings.exact_ot()),  # its label check runs per shard
     ],
     ids=["exact_ot", "stable_matching", "sinkhorn", "conditional"],
 )

@@ -1,0 +1,74 @@
+"""Argument checks shared across flowlab: each raises an error that names the argument.
+
+They run at trace time (on Python values and shapes), before any work is done.
+"""
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
+
+__all__ = [
+    "callables",
+    "is_number",
+    "key",
+    "positive_int",
+    "scalar_time",
+]
+
+
+def is_number(value: Any) -> bool:
+    """Whether `value` is a Python int or float (not a bool, not an array)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def positive_int(name: str, value: Any, what: str = "a positive int") -> int:
+    """`value` if it is a Python int >= 1, else a `ValueError` naming `name`."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be {what}, got {value!r}.")
+    return value
+
+
+def callables(**fns: Any) -> None:
+    """Raise a `TypeError` for the first argument that is not a `name(t, x, args)`."""
+    for name, fn in fns.items():
+        if not callable(fn):
+            raise TypeError(f"{name} must be a callable {name}(t, x, args).")
+
+
+def key(value: Any, name: str = "key") -> PRNGKeyArray:
+    """A single JAX PRNG key (new-style, or a legacy `uint32[2]` one, wrapped)."""
+    dtype = getattr(value, "dtype", None)
+    if dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+        if jnp.shape(value) != ():
+            raise ValueError(
+                f"{name} must be a single key, got an array of keys of shape "
+                f"{jnp.shape(value)}; pass one key (jax.vmap over keys to draw "
+                "batches of batches)."
+            )
+        return value
+    if dtype == jnp.uint32 and jnp.ndim(value) == 1:
+        try:
+            return jax.random.wrap_key_data(value)
+        except (TypeError, ValueError):
+            pass
+    got = type(value).__name__
+    if dtype is not None:
+        got += f" of dtype {dtype} and shape {jnp.shape(value)}"
+    raise TypeError(
+        f"{name} must be a JAX PRNG key, e.g. jax.random.key(0), got {got}."
+    )
+
+
+def scalar_time(t: Float[ArrayLike, ""], name: str = "t") -> Float[Array, ""]:
+    """`t` as a scalar floating array; a batch of times is an error (vmap instead)."""
+    t = jnp.asarray(t)
+    if t.ndim != 0:
+        raise ValueError(
+            f"{name} must be a scalar time for one sample, got shape {t.shape}; "
+            "batch with jax.vmap over samples and times."
+        )
+    if not jnp.issubdtype(t.dtype, jnp.floating):
+        t = t.astype(jnp.result_type(float))
+    return t

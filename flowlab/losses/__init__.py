@@ -1,0 +1,56 @@
+r"""Regression losses: what the trainer minimises.
+
+Every loss is an `AbstractLoss` (`marginals`, `prepare`, `regress`; see
+`flowlab.losses._base`), so `flowlab.training.make_train_step` and `fit` take any
+of them, a user's own included:
+
+| loss | regression |
+| :--- | :--- |
+| `FlowMatchingLoss(path, prediction)` | a path's velocity, data, noise or score target |
+| `InterpolantLoss(interpolant, prediction)` | an interpolant's $b$, $\eta$, $s$ or $(v, \eta)$ |
+| `MultimarginalLoss(interpolant)` | $E[x_k \mid x(\alpha)]$ for each of $K + 1$ marginals |
+
+The per-sample loss is the mean squared error over the event dimensions (the
+convention of torchcfm and flow_matching), times an optional weight, and the batch
+loss is its mean. Time samplers live in `flowlab.time_samplers` (re-exported here).
+"""
+
+from ..time_samplers import TimeSampler, get_time_sampler, logit_normal_time, uniform_time
+from ._base import (
+    AbstractLoss,
+    AbstractPairLoss,
+    LossAux,
+    ModelFn,
+    WeightFn,
+    draw_source,
+    squared_error,
+)
+from .flow_matching import PREDICTIONS, FlowMatchingLoss
+from .interpolant import (
+    INTERPOLANT_PREDICTIONS,
+    INTERPOLANT_T_EPS,
+    InterpolantLoss,
+    noise_weight,
+)
+from .multimarginal import MultimarginalLoss
+
+__all__ = [
+    "INTERPOLANT_PREDICTIONS",
+    "INTERPOLANT_T_EPS",
+    "PREDICTIONS",
+    "AbstractLoss",
+    "AbstractPairLoss",
+    "FlowMatchingLoss",
+    "InterpolantLoss",
+    "LossAux",
+    "ModelFn",
+    "MultimarginalLoss",
+    "TimeSampler",
+    "WeightFn",
+    "draw_source",
+    "get_time_sampler",
+    "logit_normal_time",
+    "noise_weight",
+    "squared_error",
+    "uniform_time",
+]
