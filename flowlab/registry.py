@@ -32,6 +32,8 @@ registry.register("coupling", "my_ot", my_ot_factory)
 | `nonfinite` | what training does on a non-finite loss (`flowlab.training`) |
 | `unconverged` | what an entropic coupling does when Sinkhorn has not converged |
 | `precision` | the dtype the model computes in (`None` for the parameters' own) |
+| `divergence` | how `log_likelihood` estimates $\nabla\cdot v$ |
+| `brownian` | how `sample_sde` draws its Brownian motion |
 """
 
 import inspect
@@ -63,6 +65,8 @@ KINDS: Mapping[str, str] = types.MappingProxyType(
         "nonfinite": "non-finite policy",
         "unconverged": "unconverged-Sinkhorn policy",
         "precision": "precision",
+        "divergence": "divergence estimator",
+        "brownian": "Brownian motion",
     }
 )
 """The kinds of names and how error messages call them."""
