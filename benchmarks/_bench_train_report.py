@@ -2,10 +2,7 @@
 
 from typing import Any
 
-try:
-    from benchmarks import _common as common
-except ModuleNotFoundError:  # run as a script: benchmarks/ itself is on sys.path
-    import _common as common
+from . import _common as common
 
 
 def _percent(x: float) -> str:
@@ -159,3 +156,68 @@ def markdown(result: dict[str, Any]) -> str:
         f"in FLOPs per CPU second: {_percent(large_t['measured_cpu_time'])})."
     )
     return "\n".join(lines)
+
+
+def headline(result: dict[str, Any]) -> list[list[str]]:
+    """Summary rows: the small model against torch, the large one against matmul."""
+    fmt = common.fmt
+    has_torch = result["torch_skipped"] is None
+    threads = result["torch_threads"]
+    small, large = result["cases"]
+    s, g = result["small"], result["large"]
+    targets = result["targets"]
+    small_t, large_t = targets["small_vs_torch"], targets["large_vs_matmul"]
+    peer = "–"
+    note = "torch not measured"
+    if has_torch:
+        peer = (
+            f"torch eager {fmt(s['torch']['steps_per_s'])} ({threads} threads)"
+            + (
+                f", {fmt(s['torch_1thread']['steps_per_s'])} (1 thread)"
+                if "torch_1thread" in s
+                else ""
+            )
+            + (
+                f"; torchcfm loop {fmt(s['torchcfm']['steps_per_s'])}"
+                if "torchcfm" in s
+                else ""
+            )
+        )
+        best = small_t["measured_fused_vs_best_torch"]
+        met = "met" if best >= small_t["target"] else "missed"
+        note = (
+            f"fused: {best:.2f}× the faster torch "
+            f"(target ≥ {small_t['target']:g}×: {met})"
+        )
+    rows = [
+        [
+            f"train steps/s, {small['depth']}×{small['width']} SELU MLP, batch "
+            f"{small['batch']}",
+            f"{fmt(s['flowlab_fused']['steps_per_s'])} (K={small['fused_k']} fused); "
+            f"{fmt(s['flowlab_k1']['steps_per_s'])} (K=1)",
+            peer,
+            note,
+        ]
+    ]
+    fused = g["flowlab_fused"]
+    large_peer = "–"
+    if has_torch:
+        large_peer = (
+            f"torch eager {fmt(g['torch']['steps_per_s'])} steps/s, "
+            f"{_percent(g['torch']['fraction_of_matmul'])}"
+        )
+    rows.append(
+        [
+            f"train steps/s, {large['depth']}×{large['width']} SELU MLP, batch "
+            f"{large['batch']}",
+            f"{fmt(fused['steps_per_s'])} (K={large['fused_k']}) = "
+            f"{fmt(fused['flops_per_s'] / 1e9)} GFLOP/s, "
+            f"{_percent(fused['fraction_of_matmul'])} of a float32 "
+            f"{result['matmul']['n']}² matmul",
+            large_peer,
+            f"target ≥ {_percent(large_t['target'])}: "
+            f"{'met' if large_t['met'] else 'missed'} (best rep against best rep: "
+            f"{_percent(large_t['measured_best_rep'])})",
+        ]
+    )
+    return rows

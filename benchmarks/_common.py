@@ -1,7 +1,8 @@
 """Shared helpers of the benchmarks: timing, machine facts, optional peers, tables.
 
 Nothing here imports torch at module level: the PyTorch peers are optional, and
-`optional_torch()` says why they are missing when they are.
+`optional_torch()` says why they are missing when they are. `runner_main` is the
+command line every runner shares: run, then write the run folder.
 """
 
 import argparse
@@ -11,9 +12,13 @@ import json
 import math
 import os
 import platform
+import re
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, NamedTuple
 
 try:
@@ -33,22 +38,32 @@ from flowlab.training import retain_freed_memory
 MALLOC_RETAINS_FREED = retain_freed_memory()
 
 __all__ = [
+    "RUNS",
     "Timing",
     "Usage",
-    "bench_main",
+    "blocks",
     "calibrate",
+    "default_out",
     "fmt",
     "load_average",
     "machine_info",
     "markdown_table",
+    "markers",
     "matmul_flops",
     "matmul_reference",
     "matmul_run",
     "optional_module",
     "optional_torch",
+    "replace_blocks",
+    "runner_main",
     "time_interleaved",
     "time_reps",
+    "write_run",
 ]
+
+# Where runs go by default, relative to the working directory (git-ignored in a
+# checkout): `benchmarks/runs/<name>/`.
+RUNS = Path("benchmarks") / "runs"
 
 
 class Usage(NamedTuple):
@@ -247,6 +262,36 @@ def _cpu_flags() -> list[str]:
 _ENV_PREFIXES = ("MALLOC_", "GLIBC_TUNABLES", "OMP_", "MKL_", "JAX_", "TF_CPP")
 
 
+def _flowlab_commit() -> str | None:
+    """The git commit of the flowlab source imported, when it is a checkout.
+
+    `+dirty` is appended when `flowlab/` has uncommitted changes.
+    """
+    import flowlab
+
+    root = Path(flowlab.__file__).resolve().parents[1]
+    if not (root / ".git").exists():
+        return None
+
+    def git(*args: str) -> str:
+        out = subprocess.run(
+            ["git", *args],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=10,
+        )
+        return out.stdout.strip()
+
+    try:
+        commit = git("rev-parse", "HEAD")
+        dirty = git("status", "--porcelain", "--", "flowlab")
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (commit + ("+dirty" if dirty else "")) or None
+
+
 def machine_info(torch: Any = None) -> dict[str, Any]:
     """What the numbers were measured on: CPU, cores, versions, device, load."""
     device = jax.devices()[0]
@@ -280,6 +325,7 @@ def machine_info(torch: Any = None) -> dict[str, Any]:
     for name in ("flax", "optax", "diffrax", "flowlab"):
         module, _ = optional_module(name)
         info[name] = getattr(module, "__version__", None)
+    info["flowlab_commit"] = _flowlab_commit()
     if torch is not None:
         info["torch"] = torch.__version__
         info["torch_threads"] = torch.get_num_threads()
@@ -310,21 +356,101 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str
     return "\n".join(lines)
 
 
-def bench_main(
+def markers(name: str) -> tuple[str, str]:
+    """The HTML comments a generated block of a markdown page sits between."""
+    return f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+
+
+def blocks(text: str) -> dict[str, str]:
+    """The generated blocks of a markdown text, by name (stripped)."""
+    pattern = r"<!-- ([\w-]+):start -->(.*?)<!-- \1:end -->"
+    return {m[1]: m[2].strip() for m in re.finditer(pattern, text, flags=re.S)}
+
+
+def replace_blocks(text: str, new: dict[str, str]) -> str:
+    """`text` with each block that has markers in it replaced by `new[name]`."""
+    for name, block in new.items():
+        start, end = markers(name)
+        if start in text and end in text:
+            head, rest = text.split(start, 1)
+            _, tail = rest.split(end, 1)
+            text = f"{head}{start}\n{block}\n{end}{tail}"
+    return text
+
+
+def default_out(runner: str, quick: bool = False) -> Path:
+    """`benchmarks/runs/<runner>-<backend>[-quick]`, under the working directory."""
+    return RUNS / f"{runner}-{jax.default_backend()}{'-quick' if quick else ''}"
+
+
+def write_run(out: Path, record: dict[str, Any], markdown: str) -> None:
+    """A run folder: `results.json` (every raw number) and `results.md` (tables)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(record, indent=2) + "\n")
+    (out / "results.md").write_text(markdown + "\n")
+
+
+def runner_main(
+    runner: str,
     doc: str,
     run: Callable[..., dict[str, Any]],
     markdown: Callable[[dict[str, Any]], str],
-    argv: list[str] | None = None,
+    argv: Sequence[str] | None = None,
+    *,
+    uses_torch: bool = True,
+    add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
 ) -> int:
-    """The command line of one PyTorch-peered benchmark: run, print, save JSON."""
-    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    """The command line of one runner: measure, print, write the run folder.
+
+    `run(quick=..., [no_torch=...], **extra)` returns a JSON-ready dict; the run
+    folder's `results.json` holds it under `result`, with the runner's name, the
+    machine (load average at start and end), the mode and the wall time;
+    `results.md` holds `markdown(result)`. `add_arguments` adds runner options,
+    passed to `run` by name.
+    """
+    parser = argparse.ArgumentParser(
+        prog=f"python -m {__package__}.{runner_module(runner)}",
+        description=doc.splitlines()[0],
+    )
     parser.add_argument("--quick", action="store_true", help="few short reps (smoke)")
-    parser.add_argument("--no-torch", action="store_true", help="skip the peers")
-    parser.add_argument("--json", help="also write the raw numbers to this file")
-    args = parser.parse_args(argv)
-    result = run(quick=args.quick, no_torch=args.no_torch)
-    print(markdown(result))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+    if uses_torch:
+        parser.add_argument("--no-torch", action="store_true", help="skip the peers")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help=f"run folder (default {RUNS}/{runner}-<backend>[-quick])",
+    )
+    if add_arguments is not None:
+        add_arguments(parser)
+    args = vars(parser.parse_args(argv))
+    quick, out = args.pop("quick"), args.pop("out")
+    out = out or default_out(runner, quick)
+    torch = None
+    if uses_torch:
+        torch, _ = optional_torch(args["no_torch"])
+    machine = machine_info(torch)
+    start = time.perf_counter()
+    result = run(quick=quick, **args)
+    wall = time.perf_counter() - start
+    machine["load_average_end"] = load_average()
+    record = {
+        "runner": runner,
+        "quick": quick,
+        "argv": list(sys.argv[1:] if argv is None else argv),
+        "wall_s": wall,
+        "machine": machine,
+        "result": result,
+    }
+    text = markdown(result)
+    write_run(out, record, text)
+    print(text)
+    print(f"wrote {out}/results.json and results.md", file=sys.stderr)
     return 0
+
+
+def runner_module(runner: str) -> str:
+    """The module of a runner name (`train` -> `bench_train`)."""
+    from . import RUNNERS
+
+    return RUNNERS[runner].module

@@ -15,14 +15,16 @@ apart from the median of the timed calls, which run interleaved with `ot.emd` so
 that both see the same machine load. The transport cost is the mean squared
 distance of the returned pairs, in float64; exact OT's must equal POT's.
 
-    python benchmarks/bench_couplings.py [--quick] [--out DIR] [--name NAME]
+XLA's CPU thread pool is sized when the process starts, so to measure on one core
+confine the process at launch (`run_all` does it for `couplings-1core`):
+
+    python -m benchmarks.bench_couplings [--quick] [--sizes N ...] [--out DIR]
+    taskset -c 0 python -m benchmarks.bench_couplings --out DIR
 """
 
 import argparse
-import json
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -30,25 +32,29 @@ import numpy as np
 
 from flowlab import couplings, data
 
-try:
-    from benchmarks import _common as common
-except ModuleNotFoundError:  # run as a script: benchmarks/ itself is on sys.path
-    import _common as common
+from . import _common as common
 
-HERE = Path(__file__).resolve().parent
+__all__ = ["headline", "main", "markdown", "run"]
+
 EPSILONS = (0.05, 0.5)
+HEADLINE_N = 512  # the batch of the summary row (torchcfm's 2-D batch size)
 
 
-def settings(quick: bool) -> dict[str, Any]:
+def settings(
+    quick: bool, sizes: list[int] | None = None, reps: int | None = None
+) -> dict[str, Any]:
     """Batch sizes, timed calls per size, and which contenders run where."""
     if quick:
-        return {"sizes": [512], "reps": 3, "big_reps": 1, "stable_max": 512}
-    return {
-        "sizes": [256, 512, 1024, 4096],
-        "reps": 9,
-        "big_reps": 3,
-        "stable_max": 4096,
-    }
+        cfg = {"sizes": [512], "reps": 3, "big_reps": 1, "stable_max": 512}
+    else:
+        cfg = {"sizes": [256, 512, 1024, 4096], "reps": 9, "big_reps": 3}
+        cfg["stable_max"] = 4096
+    if sizes:
+        cfg["sizes"] = sorted(sizes)
+        cfg["stable_max"] = max(cfg["stable_max"], max(sizes))
+    if reps:
+        cfg["reps"] = cfg["big_reps"] = reps
+    return cfg
 
 
 def batch(n: int) -> tuple[jax.Array, jax.Array]:
@@ -146,9 +152,11 @@ def bench_size(n: int, cfg: dict[str, Any], ot) -> dict[str, Any]:
     return {"n": n, "reps": reps, "contenders": entries}
 
 
-def run(quick: bool = False) -> dict[str, Any]:
+def run(
+    quick: bool = False, sizes: list[int] | None = None, reps: int | None = None
+) -> dict[str, Any]:
     """The whole couplings benchmark; a JSON-ready dict."""
-    cfg = settings(quick)
+    cfg = settings(quick, sizes, reps)
     ot, reason = common.optional_module("ot")
     result: dict[str, Any] = {
         "settings": cfg,
@@ -233,34 +241,46 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
+def headline(result: dict[str, Any], cores: int | None = None) -> list[list[str]]:
+    """Summary row: exact OT against `ot.emd` at batch 512 (or the nearest size)."""
+    size = min(result["sizes"], key=lambda r: abs(r["n"] - HEADLINE_N))
+    e = size["contenders"]
+    where = f", {cores} core{'s' if cores != 1 else ''} usable" if cores else ""
+    ours = e["exact_ot"]
+    peer = e.get("pot_emd")
+    ratio = ours.get("emd_over_flowlab")
+    same = ours.get("rel_diff_to_emd")
+    note = "–"
+    if ratio is not None:
+        faster = "faster" if ratio >= 1 else "slower"
+        note = f"{ratio:.2f}× emd's speed ({faster}); cost {same:+.1e} vs emd's"
+    return [
+        [
+            f"exact OT coupling, batch {size['n']}{where}",
+            f"`exact_ot` {common.fmt(1e3 * ours['timing']['median'])} ms",
+            "–"
+            if peer is None
+            else f"POT `ot.emd` {common.fmt(1e3 * peer['timing']['median'])} ms",
+            note,
+        ]
+    ]
+
+
+def _arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--sizes", type=int, nargs="+", help="batch sizes to time")
+    parser.add_argument("--reps", type=int, help="timed calls per size")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smoke run, < 30 s")
-    parser.add_argument("--out", default=str(HERE / "results"), help="results folder")
-    parser.add_argument("--name", help="file stem (default couplings_<backend>)")
-    args = parser.parse_args(argv)
-    name = args.name or f"couplings_{jax.default_backend()}"
-    if args.quick and not args.name:
-        name += "-quick"
-    start = time.perf_counter()
-    machine = common.machine_info()
-    result = run(args.quick)
-    machine["load_average_end"] = common.load_average()
-    result.update(
-        name=name, quick=args.quick, machine=machine, wall_s=time.perf_counter() - start
+    return common.runner_main(
+        "couplings",
+        __doc__,
+        run,
+        markdown,
+        argv,
+        uses_torch=False,
+        add_arguments=_arguments,
     )
-    table = markdown(result)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
-    header = (
-        f"### {name} — {'quick (smoke) run' if args.quick else 'full run'}, "
-        f"{result['wall_s']:.0f} s, {machine['cpu']} ({machine['cores']} cores), "
-        f"load {machine['load_average_start']} → {machine['load_average_end']}\n\n"
-    )
-    (out / f"{name}.md").write_text(header + table + "\n")
-    print(header + table)
-    return 0
 
 
 if __name__ == "__main__":

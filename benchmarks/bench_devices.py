@@ -1,12 +1,12 @@
-"""Training throughput of `flowlab.fit` on 1 and 8 devices (simulated on CPU).
+"""Training throughput of `flowlab.fit` on 1 and 8 devices (simulated on a CPU).
 
 Each device count runs in its own subprocess, because
 `XLA_FLAGS=--xla_force_host_platform_device_count=N` must be set before jax is
 imported. On a CPU the eight "devices" share the same cores, so these numbers check
 that the sharded path works and what it costs; they are not a speed-up. On a GPU
-machine the same script records real devices (`--devices` takes the real count).
+machine the same runner records real devices (`--devices` takes the real count).
 
-    python benchmarks/bench_devices.py [--quick] [--devices 1 8]
+    python -m benchmarks.bench_devices [--quick] [--devices 1 8] [--out DIR]
 """
 
 import argparse
@@ -14,10 +14,11 @@ import json
 import os
 import subprocess
 import sys
-import time
-from pathlib import Path
+from typing import Any
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from . import _common as common
+
+__all__ = ["headline", "main", "markdown", "run"]
 
 WORKER = r"""
 import json, sys, time
@@ -51,7 +52,8 @@ MODELS = {
 }
 
 
-def run(device_count: int, width, depth, batch, steps, k) -> dict:
+def measure(device_count: int, width, depth, batch, steps, k) -> dict[str, Any]:
+    """One `fit` in a fresh process that sees `device_count` devices."""
     env = dict(os.environ)
     if device_count > 1 and "cuda" not in env.get("JAX_PLATFORMS", ""):
         env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={device_count}"
@@ -73,48 +75,86 @@ def run(device_count: int, width, depth, batch, steps, k) -> dict:
     return json.loads(line[len("RESULT ") :])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer steps")
-    parser.add_argument("--devices", type=int, nargs="+", default=[1, 8])
-    parser.add_argument("--name", default="devices_cpu", help="results file stem")
-    args = parser.parse_args()
+def run(quick: bool = False, devices: list[int] | None = None) -> dict[str, Any]:
+    """Every model on every device count; a JSON-ready dict."""
+    devices = devices or [1, 8]
     rows = []
     for label, (width, depth, batch) in MODELS.items():
         big = width >= 512
-        steps = (40 if big else 400) if args.quick else (200 if big else 4000)
+        steps = (40 if big else 400) if quick else (200 if big else 4000)
         k = 10 if big else 50
-        for n in args.devices:
-            r = run(n, width, depth, batch, steps, k)
+        for n in devices:
+            print(f"  {label}, {n} devices", file=sys.stderr, flush=True)
+            r = measure(n, width, depth, batch, steps, k)
             r |= {"model": label, "batch": batch, "steps": steps, "steps_per_call": k}
             rows.append(r)
-            print(
-                f"{label:28s} devices={n}: {r['steps_per_sec']:9.1f} steps/s "
-                f"{r['examples_per_sec']:12.0f} examples/s"
-            )
-    RESULTS.mkdir(exist_ok=True)
-    meta = {
-        "date": time.strftime("%Y-%m-%d %H:%M"),
-        "quick": args.quick,
-        "cpu_count": os.cpu_count(),
-        "rows": rows,
-    }
-    (RESULTS / f"{args.name}.json").write_text(json.dumps(meta, indent=2) + "\n")
-    lines = [
-        f"Training throughput on 1 and 8 devices ({rows[0]['device_kind']}; "
-        f"{meta['date']}; {os.cpu_count()} CPU cores"
-        f"{'; quick' if args.quick else ''}).",
-        "",
-        "| model | devices | steps/s | examples/s | first call (s) |",
-        "|---|---|---|---|---|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['model']} | {r['mesh']} | {r['steps_per_sec']:.1f} | "
-            f"{r['examples_per_sec']:.0f} | {r['first_call_seconds']:.2f} |"
+    return {"devices": devices, "cpu_count": os.cpu_count(), "rows": rows}
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The device table in markdown."""
+    rows = result["rows"]
+    headers = ["model", "devices", "steps/s", "examples/s", "first call (s)"]
+    table = common.markdown_table(
+        headers,
+        [
+            [
+                r["model"],
+                r["mesh"],
+                f"{r['steps_per_sec']:.1f}",
+                f"{r['examples_per_sec']:,.0f}",
+                f"{r['first_call_seconds']:.2f}",
+            ]
+            for r in rows
+        ],
+    )
+    kind = rows[0]["device_kind"] if rows else "?"
+    counts = " and ".join(map(str, result["devices"]))
+    return (
+        f"**Training throughput of `fit` on {counts} devices** ({kind}; "
+        f"{result['cpu_count']} CPU cores; on a CPU the devices "
+        "are simulated and share the cores).\n\n" + table
+    )
+
+
+def headline(result: dict[str, Any]) -> list[list[str]]:
+    """Summary rows: steps/s per device count, per model."""
+    rows = []
+    for label in MODELS:
+        mine = [r for r in result["rows"] if r["model"] == label]
+        if not mine:
+            continue
+        counts = " / ".join(str(r["mesh"]) for r in mine)
+        simulated = mine[0]["device_kind"] == "cpu"
+        rows.append(
+            [
+                f"`fit` steps/s, {label}, {counts} devices",
+                " / ".join(common.fmt(r["steps_per_sec"]) for r in mine),
+                "–",
+                "simulated CPU devices share the cores: a check of the sharded "
+                "path, not a speed-up"
+                if simulated
+                else "real devices",
+            ]
         )
-    (RESULTS / f"{args.name}.md").write_text("\n".join(lines) + "\n")
+    return rows
+
+
+def _arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--devices", type=int, nargs="+", help="device counts")
+
+
+def main(argv: list[str] | None = None) -> int:
+    return common.runner_main(
+        "devices",
+        __doc__,
+        run,
+        markdown,
+        argv,
+        uses_torch=False,
+        add_arguments=_arguments,
+    )
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

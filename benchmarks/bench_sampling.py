@@ -14,7 +14,7 @@ the same weights copied into a torch MLP (the same 100-step grid, the same
 tolerances), with NFE counted in the field and the largest difference of its samples
 from flowlab's.
 
-    python benchmarks/bench_sampling.py [--quick] [--no-torch] [--json PATH]
+    python -m benchmarks.bench_sampling [--quick] [--no-torch] [--out DIR]
 """
 
 import sys
@@ -33,10 +33,9 @@ from flowlab.models import MLP, init_model
 from flowlab.sampling import ADAPTIVE, ODE_SOLVERS
 from flowlab.training import init_state, make_optimizer, make_train_step
 
-try:
-    from benchmarks import _common as common
-except ModuleNotFoundError:  # run as a script: benchmarks/ itself is on sys.path
-    import _common as common
+from . import _common as common
+
+__all__ = ["headline", "main", "markdown", "run"]
 
 DIM = 2
 WIDTH = 64
@@ -374,8 +373,59 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _tol(x: float) -> str:
+    """`1e-5` for 1e-05."""
+    mantissa, exponent = f"{x:.0e}".split("e")
+    return f"{mantissa}e{int(exponent)}"
+
+
+def headline(result: dict[str, Any]) -> list[list[str]]:
+    """Summary rows: the adaptive dopri5 solve and the fixed-step solvers' range."""
+    n = f"{result['settings']['n_samples']:,}"
+    solvers = result["solvers"]
+    rows = []
+
+    def ratio(entry):
+        peers = [entry.get(k) for k in ("torchdiffeq", "torchdiffeq_1thread")]
+        peers = [p for p in peers if p is not None]
+        if not peers:
+            return None, None
+        fastest = min(peers, key=lambda p: p["seconds"])
+        return fastest, fastest["seconds"] / entry["flowlab"]["seconds"]
+
+    if "dopri5" in solvers:
+        entry = solvers["dopri5"]
+        ours = entry["flowlab"]
+        peer, r = ratio(entry)
+        rows.append(
+            [
+                f"{n} samples, dopri5 (rtol = atol = {_tol(result['rtol'])})",
+                f"{common.fmt(1e3 * ours['seconds'])} ms, NFE {ours['nfe']}",
+                "–"
+                if peer is None
+                else f"torchdiffeq {common.fmt(1e3 * peer['seconds'])} ms, "
+                f"NFE {peer['nfe']}",
+                "–" if r is None else f"{r:.2f}× faster",
+            ]
+        )
+    fixed = [k for k in solvers if k not in ADAPTIVE]
+    ratios = [ratio(solvers[k])[1] for k in fixed]
+    ratios = [r for r in ratios if r is not None]
+    ms = [1e3 * solvers[k]["flowlab"]["seconds"] for k in fixed]
+    if fixed:
+        rows.append(
+            [
+                f"{n} samples, {'/'.join(fixed)}, {result['steps']} steps",
+                f"{common.fmt(min(ms))}–{common.fmt(max(ms))} ms",
+                "torchdiffeq, same NFE" if ratios else "–",
+                f"{min(ratios):.2f}–{max(ratios):.2f}× faster" if ratios else "–",
+            ]
+        )
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
-    return common.bench_main(__doc__, run, markdown, argv)
+    return common.runner_main("sampling", __doc__, run, markdown, argv)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ The large model's achieved FLOP/s (analytic `6 B sum(in * out)` per step: forwar
 matmul, and a breakdown (the same step's matmuls alone, forward + backward only)
 shows where the rest of the time goes.
 
-    python benchmarks/bench_train.py [--quick] [--no-torch] [--json PATH]
+    python -m benchmarks.bench_train [--quick] [--no-torch] [--out DIR]
 """
 
 import sys
@@ -36,12 +36,10 @@ from flowlab import data, schedules
 from flowlab.models import MLP, init_model
 from flowlab.training import init_state, make_optimizer, make_train_step
 
-try:
-    from benchmarks import _common as common
-    from benchmarks._bench_train_report import markdown
-except ModuleNotFoundError:  # run as a script: benchmarks/ itself is on sys.path
-    import _common as common
-    from _bench_train_report import markdown
+from . import _common as common
+from ._bench_train_report import headline, markdown
+
+__all__ = ["headline", "main", "markdown", "run"]
 
 DIM = 2
 LR = 1e-3
@@ -488,7 +486,7 @@ def targets(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return common.bench_main(__doc__, run, markdown, argv)
+    return common.runner_main("train", __doc__, run, markdown, argv)
 
 
 if __name__ == "__main__":

@@ -11,8 +11,10 @@ from . import (
     metrics,
     models,
     paths,
+    registry,
     sampling,
     schedules,
+    time_samplers,
     training,
 )
 from .losses import FlowMatchingLoss, InterpolantLoss, MultimarginalLoss
@@ -50,9 +52,11 @@ __all__ = [
     "metrics",
     "models",
     "paths",
+    "registry",
     "sample_ode",
     "sample_sde",
     "sampling",
     "schedules",
+    "time_samplers",
     "training",
 ]

@@ -7,7 +7,6 @@ one-line reason and a non-zero exit status.
 import argparse
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -84,10 +83,21 @@ def _parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser(
         "bench",
-        help="run the benchmark suite (from a source checkout)",
-        description="Run benchmarks/run_all.py; results go to benchmarks/results/.",
+        help="run the speed benchmarks beside the PyTorch peers",
+        description="Run the benchmark runners (training, sampling, couplings, "
+        "devices), each in its own process, and write benchmarks/runs/NAME/ under "
+        "the working directory: RUNNER/results.json and results.md, and summary.md.",
     )
     bench.add_argument("--quick", action="store_true", help="a fast smoke run")
+    bench.add_argument(
+        "--only", nargs="+", metavar="RUNNER", help="run only these (see --list)"
+    )
+    bench.add_argument("--list", action="store_true", help="list the runners")
+    bench.add_argument("--no-torch", action="store_true", help="skip the peers")
+    bench.add_argument("--name", help="the run folder's name (default: jax backend)")
+    bench.add_argument(
+        "--out", metavar="DIR", help="where run folders go (default benchmarks/runs)"
+    )
     return parser
 
 
@@ -224,15 +234,40 @@ def _info(args) -> int:
     return 0
 
 
+def _benchmarks():
+    """`run_all` of the benchmark runners: the copy a wheel ships, else a checkout's.
+
+    A wheel holds them as `flowlab._benchmarks`; a source checkout (an editable
+    install) has `benchmarks/` beside this package.
+    """
+    import importlib
+    import importlib.util
+
+    if importlib.util.find_spec("flowlab._benchmarks") is not None:
+        return importlib.import_module("flowlab._benchmarks.run_all")
+    root = Path(__file__).resolve().parent.parent
+    if (root / "benchmarks" / "run_all.py").is_file():
+        if str(root) not in sys.path:
+            sys.path.insert(0, str(root))
+        return importlib.import_module("benchmarks.run_all")
+    raise ValueError(
+        "this installation has no benchmark runners (flowlab._benchmarks); "
+        "install flowlab from its wheel or a source checkout."
+    )
+
+
 def _bench(args) -> int:
-    script = Path(__file__).resolve().parent.parent / "benchmarks" / "run_all.py"
-    if not script.is_file():
-        raise ValueError(
-            "flowlab bench runs benchmarks/run_all.py from a source checkout; "
-            "none was found next to this installation."
-        )
-    cmd = [sys.executable, str(script)] + (["--quick"] if args.quick else [])
-    return subprocess.call(cmd)
+    argv = [
+        flag
+        for flag in ("--quick", "--list", "--no-torch")
+        if getattr(args, flag[2:].replace("-", "_"))
+    ]
+    if args.only:
+        argv += ["--only", *args.only]
+    for option in ("name", "out"):
+        if getattr(args, option):
+            argv += [f"--{option}", getattr(args, option)]
+    return _benchmarks().main(argv, prog="flowlab bench")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -112,14 +112,16 @@ class SampleConfig:
 class CouplingArgsConfig:
     """Arguments of the coupling named by `coupling`; unset ones keep its defaults.
 
-    Each is passed to `flowlab.couplings.get(coupling, ...)` only when set, and
+    Each is passed to the coupling's factory (`flowlab.registry`) only when set, and
     setting one the coupling does not take is an error naming the key. See the
     factories for their meaning: `epsilon` (entropic regularisation of `sinkhorn`,
     `unbalanced`, `partial`), `hard` (`sinkhorn`: a permutation drawn from the
     plan), `tau_a`, `tau_b` (`unbalanced`), `mass` (`partial`), `threshold`,
-    `max_iterations` (Sinkhorn's stopping rule), `base` (the name of
-    `conditional`'s base coupling, built with its defaults) and `weight`
-    (`conditional`: lambda on a continuous condition).
+    `max_iterations` (Sinkhorn's stopping rule), `on_unconverged` (what an
+    entropic coupling does when Sinkhorn stops before its tolerance, a name of
+    `flowlab.registry.names("unconverged")`), `base` (the name of `conditional`'s
+    base coupling, built with its defaults) and `weight` (`conditional`: lambda on
+    a continuous condition).
     """
 
     epsilon: float | None = None
@@ -129,6 +131,7 @@ class CouplingArgsConfig:
     mass: float | None = None
     threshold: float | None = None
     max_iterations: int | None = None
+    on_unconverged: str | None = None
     base: str | None = None
     weight: float | None = None
 
@@ -158,9 +161,9 @@ class TrainConfig:
     `best_metric` (also keep the best checkpoint by it, e.g. `loss`),
     `tensorboard` (event files, needs tensorboardX) and `distributed` (multi-host).
 
-    `coupling` names a coupling of `flowlab.couplings.get`, `coupling_args` sets its
-    arguments, and on more than one device each device couples its own shard of the
-    batch unless `global_coupling` is set.
+    `coupling` names a coupling of `flowlab.registry` (kind `coupling`),
+    `coupling_args` sets its arguments, and on more than one device each device
+    couples its own shard of the batch unless `global_coupling` is set.
     """
 
     name: str = "default"

@@ -1,4 +1,4 @@
-"""Names to objects: the one lookup behind configs, the command line and conveniences.
+r"""Names to objects: the one lookup behind configs, the command line and conveniences.
 
 Library functions take objects (a diffrax solver, a coupling, a sampler). Where a
 name is the natural thing to write (a config file, `flowlab train coupling=exact_ot`,
@@ -32,6 +32,7 @@ registry.register("coupling", "my_ot", my_ot_factory)
 | `nonfinite` | what training does on a non-finite loss (`flowlab.training`) |
 | `unconverged` | what an entropic coupling does when Sinkhorn has not converged |
 | `precision` | the dtype the model computes in (`None` for the parameters' own) |
+| `prediction` | what a loss's model predicts (`flowlab.losses`) |
 | `divergence` | how `log_likelihood` estimates $\nabla\cdot v$ |
 | `brownian` | how `sample_sde` draws its Brownian motion |
 """
@@ -65,6 +66,7 @@ KINDS: Mapping[str, str] = types.MappingProxyType(
         "nonfinite": "non-finite policy",
         "unconverged": "unconverged-Sinkhorn policy",
         "precision": "precision",
+        "prediction": "prediction",
         "divergence": "divergence estimator",
         "brownian": "Brownian motion",
     }
@@ -76,7 +78,9 @@ _TABLES: dict[str, dict[str, Callable[..., Any]]] = {kind: {} for kind in KINDS}
 
 def _table(kind: str) -> dict[str, Callable[..., Any]]:
     if kind not in _TABLES:
-        raise ValueError(f"unknown registry kind {kind!r}; expected one of {list(KINDS)}.")
+        raise ValueError(
+            f"unknown registry kind {kind!r}; expected one of {list(KINDS)}."
+        )
     return _TABLES[kind]
 
 

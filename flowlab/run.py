@@ -1,40 +1,31 @@
 """A run from a config: build its parts, train into a run directory, sample, evaluate.
 
 This is the library side of `flowlab train | sample | eval`; the CLI only parses
-arguments and prints. A run directory holds `config.toml` (the resolved config),
-`metrics.jsonl`, `checkpoints/` (orbax), `samples.png` and `summary.json`.
+arguments and prints, and `flowlab.experiment` turns the config into objects. A
+run directory holds `config.toml` (the resolved config), `metrics.jsonl`,
+`checkpoints/` (orbax), `samples.png` and `summary.json`.
 """
 
-import dataclasses
-import inspect
 import json
 import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from . import couplings, data, losses, metrics, models, paths, schedules
-from .config import (
-    ConfigError,
-    CouplingArgsConfig,
-    TrainConfig,
-    dump_toml,
-    load_config,
-    to_dict,
-)
-from .sampling import ODE_SOLVERS, sample_ode
+from . import data, metrics, registry
+from .config import ConfigError, TrainConfig, dump_toml, load_config, to_dict
+from .experiment import Experiment, build, run_keys
+from .sampling import sample_ode
 from .training import (
     Checkpointer,
     TrainState,
     fit,
     init_state,
     make_mesh,
-    make_optimizer,
     put_global,
     state_sharding,
     to_local,
@@ -50,157 +41,6 @@ __all__ = [
     "train_run",
     "write_atomic",
 ]
-
-PRECISIONS = {"fp32": None, "bf16": jnp.bfloat16}
-
-_SCHEDULE_PARAMS = {
-    "lipman_ot": ("sigma_min",),
-    "ve": ("sigma_min", "sigma_max"),
-    "vp": ("beta_min", "beta_max"),
-    "polynomial": ("n",),
-}
-
-
-class Experiment(NamedTuple):
-    """Everything a run is made of, built (and validated) from a `TrainConfig`."""
-
-    config: TrainConfig
-    source: data.AbstractSampler
-    target: data.AbstractSampler
-    loss: losses.FlowMatchingLoss
-    model_fn: Any
-    params: Any
-    optimizer: Any
-    lr_fn: Any
-    coupling: Any
-
-
-def _check_values(config: TrainConfig) -> None:
-    for key in (
-        "steps",
-        "batch_size",
-        "steps_per_call",
-        "log_every",
-        "checkpoint_every",
-    ):
-        value = getattr(config, key)
-        if value < 1:
-            raise ConfigError(f"config key {key!r} must be >= 1, got {value}.")
-    if config.data.n_train < 0 or config.data.n_test < 2:
-        raise ConfigError("data.n_train must be >= 0 and data.n_test >= 2.")
-    if config.sample.n < 1:
-        raise ConfigError(f"sample.n must be >= 1, got {config.sample.n}.")
-    if config.precision not in PRECISIONS:
-        raise ConfigError(
-            f"precision must be one of {sorted(PRECISIONS)}, got {config.precision!r}."
-        )
-    if config.on_nonfinite not in ("stop", "skip"):
-        raise ConfigError(
-            f"on_nonfinite must be 'stop' or 'skip', got {config.on_nonfinite!r}."
-        )
-    if config.micro_batches < 1 or config.keep_checkpoints < 1:
-        raise ConfigError("micro_batches and keep_checkpoints must be >= 1.")
-    if config.devices is not None and config.devices < 1:
-        raise ConfigError(f"devices must be >= 1, got {config.devices}.")
-    if config.sample.solver not in ODE_SOLVERS:
-        raise ConfigError(
-            f"sample.solver {config.sample.solver!r} is not one of "
-            f"{sorted(ODE_SOLVERS)}."
-        )
-
-
-def _named(key: str, fn, *args, **kwargs):
-    """Call `fn`, reporting its ValueError/TypeError as a ConfigError on `key`."""
-    try:
-        return fn(*args, **kwargs)
-    except (ValueError, TypeError) as err:
-        raise ConfigError(f"{key}: {err}") from err
-
-
-def _coupling_arg_names(name: str) -> list[str] | None:
-    """The `coupling_args` keys the factory of coupling `name` takes, if known."""
-    factory = getattr(couplings, name, None)
-    if not callable(factory):
-        return None
-    params = inspect.signature(factory).parameters
-    return [f.name for f in dataclasses.fields(CouplingArgsConfig) if f.name in params]
-
-
-def _coupling(config: TrainConfig):
-    """`couplings.get(coupling, **coupling_args)`; errors name the config key."""
-    name = config.coupling
-    args = {k: v for k, v in to_dict(config.coupling_args).items() if v is not None}
-    _named("coupling", couplings.get, name)  # an unknown name
-    for key, value in args.items():
-        try:
-            couplings.get(name, **{key: value})
-        except TypeError as err:
-            known = _coupling_arg_names(name)
-            if known is None:
-                hint = ""
-            elif known:
-                hint = f"; it takes {', '.join(known)}"
-            else:
-                hint = "; it takes no coupling_args"
-            raise ConfigError(
-                f"coupling_args.{key}: coupling {name!r} has no argument {key!r}{hint}."
-            ) from err
-        except ValueError as err:
-            raise ConfigError(f"coupling_args.{key}: {err}") from err
-    return _named("coupling_args", couplings.get, name, **args)
-
-
-def build(config: TrainConfig) -> Experiment:
-    """Build and validate every part of a run (no files are touched)."""
-    _check_values(config)
-    target = _named("data.target", data.get, config.data.target)
-    source_kwargs = (
-        {"dim": target.event_shape[0]} if config.data.source == "gaussian" else {}
-    )
-    source = _named("data.source", data.get, config.data.source, **source_kwargs)
-    if source.event_shape != target.event_shape:
-        raise ConfigError(
-            f"data.source draws shape {source.event_shape} but data.target "
-            f"{target.event_shape}."
-        )
-    p = config.path
-    params = {k: getattr(p, k) for k in _SCHEDULE_PARAMS.get(p.schedule, ())}
-    schedule = _named("path.schedule", schedules.get, p.schedule, **params)
-    sampler = _named("time_sampler", losses.get_time_sampler, config.time_sampler)
-    loss = _named(
-        "prediction",
-        losses.FlowMatchingLoss,
-        paths.AffinePath(schedule),
-        prediction=config.prediction,
-        time_sampler=sampler,
-    )
-    m = config.model
-    module = models.MLP(m.width, m.depth, m.activation, m.time_embedding, m.time_dim)
-    init_key = jax.random.fold_in(jax.random.key(config.seed), 1)
-    example = jnp.zeros(target.event_shape)
-    model_fn, params_ = _named("model", models.init_model, module, init_key, example)
-    o = config.optim
-    optimizer, lr_fn = _named(
-        "optim",
-        make_optimizer,
-        o.name,
-        o.lr,
-        weight_decay=o.weight_decay,
-        schedule=o.schedule,
-        total_steps=config.steps,
-        warmup_steps=o.warmup_steps,
-        grad_clip=o.grad_clip,
-    )
-    coupling = _coupling(config)
-    return Experiment(
-        config, source, target, loss, model_fn, params_, optimizer, lr_fn, coupling
-    )
-
-
-def _keys(config: TrainConfig):
-    root = jax.random.key(config.seed)
-    names = ("train", "data", "test", "sample")
-    return dict(zip(names, jax.random.split(root, len(names)), strict=True))
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -235,7 +75,7 @@ def _draw(
 
 
 def _evaluate(exp: Experiment, params) -> dict[str, float]:
-    keys = _keys(exp.config)
+    keys = run_keys(exp.config)
     test = exp.target.sample(keys["test"], exp.config.data.n_test)
     n = exp.config.data.n_test
     t0 = time.perf_counter()
@@ -258,7 +98,7 @@ def _plot(exp: Experiment, params, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = _keys(exp.config)
+    keys = run_keys(exp.config)
     n = min(exp.config.data.n_test, 2000)
     test = np.asarray(exp.target.sample(keys["test"], n))
     out = _draw(exp, params, keys["sample"], n, trajectory=41)
@@ -289,13 +129,13 @@ def _truncate_metrics(path: Path, step: int) -> None:
 
 
 def _restore_like(exp: Experiment, mesh) -> TrainState:
-    like = init_state(_keys(exp.config)["train"], exp.params, exp.optimizer)
+    like = init_state(run_keys(exp.config)["train"], exp.params, exp.optimizer)
     return put_global(like, state_sharding(like, mesh, exp.config.shard_params))
 
 
 def _fit(exp: Experiment, out: Path, state, mesh, progress: bool):
     config = exp.config
-    keys = _keys(config)
+    keys = run_keys(config)
     if config.data.n_train > 0:
         target = data.Empirical(exp.target.sample(keys["data"], config.data.n_train))
     else:
@@ -316,7 +156,7 @@ def _fit(exp: Experiment, out: Path, state, mesh, progress: bool):
         ema_decay=config.ema_decay,
         steps_per_call=config.steps_per_call,
         micro_batches=config.micro_batches,
-        compute_dtype=PRECISIONS[config.precision],
+        compute_dtype=registry.build("precision", config.precision),
         on_nonfinite=config.on_nonfinite,
         mesh=mesh,
         shard_params=config.shard_params,
@@ -441,7 +281,7 @@ def load_run(run_dir: str | os.PathLike) -> tuple[Experiment, TrainState]:
     try:
         if ckpt.latest_step() is None:
             raise ConfigError(f"{str(run)!r} has no complete checkpoint.")
-        like = init_state(_keys(config)["train"], exp.params, exp.optimizer)
+        like = init_state(run_keys(config)["train"], exp.params, exp.optimizer)
         state = ckpt.restore(like).state
     finally:
         ckpt.close()
@@ -461,8 +301,10 @@ def sample_run(
     """
     if n < 1:
         raise ConfigError(f"--n must be >= 1, got {n}.")
-    if solver is not None and solver not in ODE_SOLVERS:
-        raise ConfigError(f"--solver {solver!r} is not one of {sorted(ODE_SOLVERS)}.")
+    if solver is not None and solver not in registry.table("ode_solver"):
+        raise ConfigError(
+            f"--solver {solver!r} is not one of {list(registry.names('ode_solver'))}."
+        )
     if steps is not None and steps < 1:
         raise ConfigError(f"--steps must be >= 1, got {steps}.")
     exp, state = load_run(run_dir)

@@ -65,8 +65,10 @@ class ScheduleOutput(NamedTuple):
 class AbstractSchedule(eqx.Module):
     r"""A Gaussian path schedule $t \mapsto (\alpha_t, \sigma_t)$.
 
-    Subclasses implement `__call__` (closed forms with derivatives) and
-    `snr_inverse`, the time at which $\alpha_t / \sigma_t$ equals a given value.
+    Subclasses implement `__call__` (closed forms with derivatives),
+    `snr_inverse`, the time at which $\alpha_t / \sigma_t$ equals a given value, and
+    `diffusion_noise_level`, the noise level of the forward diffusion with the
+    path's marginals (`flowlab.sampling.reverse_diffusion_sde`).
     """
 
     @abc.abstractmethod
@@ -76,6 +78,19 @@ class AbstractSchedule(eqx.Module):
     @abc.abstractmethod
     def snr_inverse(self, snr: _Scalar) -> Float[Array, ""]:
         r"""The time $t$ at which $\alpha_t / \sigma_t$ equals `snr` (it increases)."""
+
+    @abc.abstractmethod
+    def diffusion_noise_level(self, t: _Scalar) -> Float[Array, ""]:
+        r"""The diffusion's noise level at a scalar time `t`.
+
+        $\epsilon_t = \tfrac12 g_t^2 = \sigma_t^2\dot\alpha_t/\alpha_t -
+        \sigma_t\dot\sigma_t$, the noise level of the forward diffusion
+        $dY = \tfrac{d\log\alpha}{d\tau} Y\,d\tau + g\,dW$ (diffusion time
+        $\tau = 1 - t$) whose marginals are the path's; the default noise level of
+        `flowlab.sampling.reverse_diffusion_sde`. Built-in schedules give it in
+        closed form, finite wherever $\alpha_t > 0$ (also where $\dot\sigma_t$ is
+        infinite).
+        """
 
 
 class CondOT(AbstractSchedule):
@@ -89,6 +104,11 @@ class CondOT(AbstractSchedule):
     def snr_inverse(self, snr: _Scalar) -> Float[Array, ""]:
         snr = jnp.asarray(snr)
         return snr / (1 + snr)
+
+    def diffusion_noise_level(self, t: _Scalar) -> Float[Array, ""]:
+        r"""$(1 - t)/t$."""
+        t = _as_time(t)
+        return (1 - t) / t
 
 
 class LipmanOT(AbstractSchedule):
@@ -113,6 +133,11 @@ class LipmanOT(AbstractSchedule):
         snr = jnp.asarray(snr)
         return snr / (1 + snr * (1 - self.sigma_min))
 
+    def diffusion_noise_level(self, t: _Scalar) -> Float[Array, ""]:
+        r"""$(1 - (1 - \sigma_{min}) t)/t$."""
+        t = _as_time(t)
+        return (1 - (1 - self.sigma_min) * t) / t
+
 
 class Polynomial(AbstractSchedule):
     r"""Polynomial convex schedule: $\alpha_t = t^n$, $\sigma_t = 1 - t^n$."""
@@ -136,6 +161,11 @@ class Polynomial(AbstractSchedule):
         snr = jnp.asarray(snr)
         return (snr / (1 + snr)) ** (1 / self.n)
 
+    def diffusion_noise_level(self, t: _Scalar) -> Float[Array, ""]:
+        r"""$n (1 - t^n)/t$."""
+        t = _as_time(t)
+        return self.n * (1 - t**self.n) / t
+
 
 class Cosine(AbstractSchedule):
     r"""Cosine schedule: $\alpha_t = \sin(\pi t / 2)$, $\sigma_t = \cos(\pi t / 2)$."""
@@ -148,6 +178,12 @@ class Cosine(AbstractSchedule):
 
     def snr_inverse(self, snr: _Scalar) -> Float[Array, ""]:
         return jnp.arctan(jnp.asarray(snr)) * (2 / jnp.pi)
+
+    def diffusion_noise_level(self, t: _Scalar) -> Float[Array, ""]:
+        r"""$\tfrac{\pi}{2}\cot(\pi t / 2)$."""
+        t = _as_time(t)
+        h = 0.5 * jnp.pi
+        return h / jnp.tan(h * t)
 
 
 class LinearVP(AbstractSchedule):
@@ -164,6 +200,10 @@ class LinearVP(AbstractSchedule):
     def snr_inverse(self, snr: _Scalar) -> Float[Array, ""]:
         snr = jnp.asarray(snr)
         return snr / jnp.sqrt(1 + snr**2)
+
+    def diffusion_noise_level(self, t: _Scalar) -> Float[Array, ""]:
+        r"""$1/t$ (finite at $t = 1$, where $\dot\sigma_t$ is not)."""
+        return 1 / _as_time(t)
 
 
 class VP(AbstractSchedule):
@@ -207,6 +247,15 @@ class VP(AbstractSchedule):
         u = 2 * big_t / (jnp.sqrt(self.beta_min**2 + 2 * db * big_t) + self.beta_min)
         return 1 - u
 
+    def diffusion_noise_level(self, t: _Scalar) -> Float[Array, ""]:
+        r"""$\beta(t)/2 = \tfrac12(\beta_{min} + (1 - t)(\beta_{max} - \beta_{min}))$.
+
+        With $\beta = -\dot T$; finite at $t = 1$, where $\sigma\dot\sigma$ is
+        $0 \cdot \infty$ in floating point.
+        """
+        _, d_big_t = self._big_t(_as_time(t))
+        return -0.5 * d_big_t
+
 
 class VE(AbstractSchedule):
     r"""Variance exploding schedule.
@@ -239,6 +288,11 @@ class VE(AbstractSchedule):
         return 1 - jnp.log(sigma / self.sigma_min) / jnp.log(
             self.sigma_max / self.sigma_min
         )
+
+    def diffusion_noise_level(self, t: _Scalar) -> Float[Array, ""]:
+        r"""$\log(\sigma_{max}/\sigma_{min})\,\sigma_t^2$."""
+        sigma = self(t).sigma
+        return jnp.log(self.sigma_max / self.sigma_min) * sigma**2
 
 
 class Schedule(AbstractSchedule):
@@ -284,6 +338,11 @@ class Schedule(AbstractSchedule):
             0, self.bisection_steps, body, (jnp.zeros_like(snr), jnp.ones_like(snr))
         )
         return 0.5 * (lo + hi)
+
+    def diffusion_noise_level(self, t: _Scalar) -> Float[Array, ""]:
+        r"""$\sigma^2\dot\alpha/\alpha - \sigma\dot\sigma$ from the jvp derivatives."""
+        s = self(t)
+        return s.sigma**2 * s.d_alpha / s.alpha - s.sigma * s.d_sigma
 
 
 @registry.register("schedule", "cond_ot")

@@ -8,7 +8,9 @@ alike compile to one program.
 | sampler | law of $t$ |
 | :--- | :--- |
 | `uniform_time(t_min, t_max)` | $U(t_{min}, t_{max})$ |
-| `logit_normal_time(mean, std)` | $\mathrm{sigmoid}(m + s\xi)$, $\xi \sim N(0, 1)$ (Esser et al. 2024) |
+| `logit_normal_time(mean, std)` | $\mathrm{sigmoid}(m + s\xi)$, $\xi \sim N(0, 1)$ |
+
+(the logit-normal of Esser et al. 2024).
 """
 
 import abc

@@ -198,3 +198,99 @@ def test_cli_docs_list_every_coupling_and_its_arguments():
             assert f"`{key}`" in text, (case.name, key)
     assert "`coupling_args." in text
     assert "`global_coupling`" in text
+
+
+# --------------------------------------------------------------------------- bench
+
+
+def _installed_copy(tmp_path: Path) -> Path:
+    """flowlab laid out as its wheel installs it: the package plus the files
+    `pyproject.toml` force-includes (the configs, the benchmark runners)."""
+    import shutil
+    import tomllib
+
+    import flowlab
+
+    root = Path(flowlab.__file__).resolve().parents[1]
+    site = tmp_path / "site"
+    skip = shutil.ignore_patterns("__pycache__", "*.pyc")
+    shutil.copytree(root / "flowlab", site / "flowlab", ignore=skip)
+    pyproject = tomllib.loads((root / "pyproject.toml").read_text())
+    wheel = pyproject["tool"]["hatch"]["build"]["targets"]["wheel"]
+    for source, target in wheel["force-include"].items():
+        if (root / source).is_dir():
+            shutil.copytree(root / source, site / target, ignore=skip)
+        else:
+            (site / target).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(root / source, site / target)
+    return site
+
+
+def _run_installed(site: Path, cwd: Path, *argv: str, timeout: float = 300):
+    # PYTHONPATH comes before site-packages, so `flowlab` is the installed copy,
+    # whatever the editable install of this checkout adds to sys.path.
+    import os
+
+    cwd.mkdir(exist_ok=True)
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    return subprocess.run(
+        [sys.executable, "-m", "flowlab.cli", *argv],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def test_bench_runs_from_an_installed_package(tmp_path):
+    site = _installed_copy(tmp_path)
+    proc = _run_installed(site, tmp_path / "work", "bench", "--list")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    # The runners come from the package, not from a checkout's benchmarks/.
+    shipped = site / "flowlab" / "_benchmarks"
+    assert f"runners: flowlab._benchmarks ({shipped})" in proc.stdout
+    for name in ("train", "sampling", "couplings", "couplings-1core", "devices"):
+        assert any(line.split()[0] == name for line in proc.stdout.splitlines())
+    proc = _run_installed(site, tmp_path / "work", "bench", "--help")
+    assert proc.returncode == 0
+    assert "usage: flowlab bench" in proc.stdout
+    proc = _run_installed(site, tmp_path / "work", "bench", "--only", "psychic")
+    assert proc.returncode == 2
+    assert "invalid choice: 'psychic'" in proc.stderr
+
+
+def test_bench_from_a_checkout_finds_its_benchmarks(capsys):
+    # Without a packaged copy (an editable install), the checkout's benchmarks/.
+    import importlib.util
+
+    if importlib.util.find_spec("flowlab._benchmarks") is not None:
+        pytest.skip("this flowlab ships its own runners")
+    assert main(["bench", "--list"]) == 0
+    out = capsys.readouterr().out
+    assert "runners: benchmarks (" in out
+    assert "couplings-1core" in out
+
+
+@pytest.mark.slow  # ~1-2 min: compiles every coupling, and POT at n = 512
+def test_bench_quick_run_from_an_installed_package(tmp_path):
+    site = _installed_copy(tmp_path)
+    work = tmp_path / "work"
+    argv = ["bench", "--quick", "--only", "couplings", "--name", "smoke"]
+    proc = _run_installed(site, work, *argv, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = work / "benchmarks" / "runs" / "smoke"
+    record = json.loads((run / "couplings" / "results.json").read_text())
+    assert record["quick"] is True
+    assert record["runner"] == "couplings"
+    (size,) = record["result"]["sizes"]
+    assert size["n"] == 512
+    contenders = size["contenders"]
+    if "pot_emd" in contenders:  # exact OT reaches POT's optimal cost
+        assert contenders["exact_ot_x64"]["rel_diff_to_emd"] == pytest.approx(
+            0, abs=1e-12
+        )
+    summary = (run / "summary.md").read_text()
+    assert "exact OT coupling, batch 512" in summary
+    assert "QUICK (smoke) run" in summary

@@ -187,3 +187,84 @@ def test_custom_schedule_needs_callables():
         schedules.Schedule(1.0, lambda t: 1 - t)
     with pytest.raises(TypeError, match="sigma_fn"):
         schedules.Schedule(lambda t: t, None)
+
+
+# ---------------------------------------------------------------------------------
+# diffusion_noise_level: closed forms against the generic formula
+# ---------------------------------------------------------------------------------
+
+# Away from the singular ends: alpha_0 = 0 for most schedules (the noise level is
+# infinite there) and d_sigma diverges at t = 1 for linear_vp and vp.
+NOISE_LEVEL_TIMES = jnp.linspace(0.05, 0.95, 19)
+
+
+def _generic_noise_level(alpha_fn, sigma_fn, t):
+    """sigma^2 d_alpha / alpha - sigma d_sigma, derivatives by autodiff."""
+    alpha, sigma = alpha_fn(t), sigma_fn(t)
+    d_alpha, d_sigma = jax.grad(alpha_fn)(t), jax.grad(sigma_fn)(t)
+    return sigma**2 * d_alpha / alpha - sigma * d_sigma
+
+
+@cases
+def test_diffusion_noise_level_is_the_generic_formula(case):
+    # The closed form of each schedule against the formula from the test's own
+    # closed forms (autodiff derivatives). Both are sums of positive terms (no
+    # cancellation) of size at most ~160 (ve: log(500) sigma^2 at sigma <= 5), each
+    # a few float64 roundings: F64 is far above the ~1e-15 relative error.
+    got = jax.vmap(case.schedule.diffusion_noise_level)(NOISE_LEVEL_TIMES)
+    want = jax.vmap(lambda t: _generic_noise_level(case.alpha_fn, case.sigma_fn, t))(
+        NOISE_LEVEL_TIMES
+    )
+    assert got.shape == NOISE_LEVEL_TIMES.shape
+    assert bool(jnp.all(want > 0))  # a noise level: these schedules have one
+    np.testing.assert_allclose(got, want, rtol=F64, atol=0)
+
+
+@cases
+def test_diffusion_noise_level_float32_and_jit(case):
+    t = jnp.float32(0.3)
+    got = case.schedule.diffusion_noise_level(t)
+    assert got.dtype == jnp.float32
+    want = case.schedule.diffusion_noise_level(jnp.float64(0.3))
+    # float32: a handful of roundings of O(1-30) values; relative F32.
+    np.testing.assert_allclose(got, want, rtol=F32)
+    jitted = eqx.filter_jit(lambda s, t: s.diffusion_noise_level(t))(
+        case.schedule, jnp.float64(0.3)
+    )
+    np.testing.assert_allclose(jitted, want, rtol=F64)
+    with pytest.raises(ValueError, match="t must be a scalar"):
+        case.schedule.diffusion_noise_level(jnp.zeros(3))
+
+
+def test_diffusion_noise_level_closed_forms_at_the_ends():
+    # Finite where the generic formula is 0 * inf: vp and linear_vp at t = 1.
+    vp = schedules.vp(beta_min=0.1, beta_max=20.0)
+    np.testing.assert_allclose(vp.diffusion_noise_level(1.0), 0.05, rtol=F64)
+    np.testing.assert_allclose(vp.diffusion_noise_level(0.0), 10.0, rtol=F64)
+    s = vp(1.0)
+    assert not bool(jnp.isfinite(s.sigma * s.d_sigma))
+    np.testing.assert_allclose(schedules.linear_vp().diffusion_noise_level(1), 1.0)
+    np.testing.assert_allclose(schedules.cond_ot().diffusion_noise_level(1.0), 0.0)
+    # Infinite where alpha_0 = 0.
+    assert schedules.cond_ot().diffusion_noise_level(0.0) == jnp.inf
+
+
+def test_diffusion_noise_level_of_a_custom_schedule_is_the_formula():
+    s = schedules.Schedule(lambda t: t**2, lambda t: 1 - t**2)
+    for t in (0.2, 0.5, 0.9):
+        # sigma^2 * 2t / t^2 + sigma * 2t = 2 sigma (sigma / t + t) = 2 (1 - t^2) / t
+        want = 2 * (1 - t**2) / t
+        np.testing.assert_allclose(s.diffusion_noise_level(t), want, rtol=F64)
+
+
+def test_a_schedule_without_a_noise_level_is_abstract():
+    # A subclass of AbstractSchedule implements all three abstract methods.
+    class NoNoiseLevel(schedules.AbstractSchedule):
+        def __call__(self, t):
+            return schedules.ScheduleOutput(t, 1 - t, 1.0, -1.0)
+
+        def snr_inverse(self, snr):
+            return snr / (1 + snr)
+
+    with pytest.raises(TypeError, match="diffusion_noise_level"):
+        NoNoiseLevel()

@@ -38,6 +38,14 @@ from ._base import (
     independent,
 )
 from ._conditional import Conditional, conditional, default_condition
+from ._convergence import (
+    AbstractFallback,
+    AbstractUnconvergedPolicy,
+    AcceptUnconverged,
+    ExactOTFallback,
+    IndependentFallback,
+    RaiseUnconverged,
+)
 from ._data_dependent import (
     AbstractDataDependent,
     Degradation,
@@ -55,15 +63,21 @@ __all__ = [
     "AbstractCostCoupling",
     "AbstractCoupling",
     "AbstractDataDependent",
+    "AbstractFallback",
+    "AbstractUnconvergedPolicy",
+    "AcceptUnconverged",
     "Conditional",
     "Coupled",
     "Degradation",
     "EntropicOT",
     "ExactOT",
+    "ExactOTFallback",
     "FunctionCoupling",
     "Independent",
+    "IndependentFallback",
     "Inpainting",
     "Matching",
+    "RaiseUnconverged",
     "Sharded",
     "StableMatching",
     "as_coupling",
@@ -87,7 +101,6 @@ __all__ = [
     "stable_matching",
     "unbalanced",
 ]
-
 
 
 def get(name: str, **kwargs: Any) -> AbstractCoupling:

@@ -190,7 +190,12 @@ def conditional(
 
 @registry.register("coupling", "conditional")
 def _conditional_by_name(
-    base: str | AbstractCostCoupling = "exact_ot", **kwargs
+    base: str | AbstractCostCoupling = "exact_ot",
+    *,
+    weight: float = 1.0,
+    label_fn: ConditionFn | None = None,
+    cond_fn: ConditionFn | None = None,
 ) -> Conditional:
     """`conditional` with its base given by name (configs, the command line)."""
-    return conditional(registry.resolve("coupling", base), **kwargs)
+    base = registry.resolve("coupling", base)
+    return conditional(base, weight=weight, label_fn=label_fn, cond_fn=cond_fn)

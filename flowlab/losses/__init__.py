@@ -4,18 +4,25 @@ Every loss is an `AbstractLoss` (`marginals`, `prepare`, `regress`; see
 `flowlab.losses._base`), so `flowlab.training.make_train_step` and `fit` take any
 of them, a user's own included:
 
-| loss | regression |
+| loss | regresses |
 | :--- | :--- |
-| `FlowMatchingLoss(path, prediction)` | a path's velocity, data, noise or score target |
-| `InterpolantLoss(interpolant, prediction)` | an interpolant's $b$, $\eta$, $s$ or $(v, \eta)$ |
-| `MultimarginalLoss(interpolant)` | $E[x_k \mid x(\alpha)]$ for each of $K + 1$ marginals |
+| `FlowMatchingLoss(path, prediction)` | a path's velocity, data, noise or score |
+| `InterpolantLoss(interpolant, prediction)` | $b$, $\eta$, $s$ or $(v, \eta)$ |
+| `MultimarginalLoss(interpolant)` | $E[x_k \mid x(\alpha)]$, $k = 0, \dots, K$ |
 
 The per-sample loss is the mean squared error over the event dimensions (the
 convention of torchcfm and flow_matching), times an optional weight, and the batch
-loss is its mean. Time samplers live in `flowlab.time_samplers` (re-exported here).
+loss is its mean. What a model predicts is a small class (`Velocity`, `Data`,
+`Noise`, `Score`, `TwoField`, or its name; see `flowlab.losses._targets`). Time
+samplers live in `flowlab.time_samplers` (re-exported here).
 """
 
-from ..time_samplers import TimeSampler, get_time_sampler, logit_normal_time, uniform_time
+from ..time_samplers import (
+    TimeSampler,
+    get_time_sampler,
+    logit_normal_time,
+    uniform_time,
+)
 from ._base import (
     AbstractLoss,
     AbstractPairLoss,
@@ -25,6 +32,7 @@ from ._base import (
     draw_source,
     squared_error,
 )
+from ._targets import AbstractTarget, Data, Noise, Score, TwoField, Velocity
 from .flow_matching import PREDICTIONS, FlowMatchingLoss
 from .interpolant import (
     INTERPOLANT_PREDICTIONS,
@@ -40,12 +48,18 @@ __all__ = [
     "PREDICTIONS",
     "AbstractLoss",
     "AbstractPairLoss",
+    "AbstractTarget",
+    "Data",
     "FlowMatchingLoss",
     "InterpolantLoss",
     "LossAux",
     "ModelFn",
     "MultimarginalLoss",
+    "Noise",
+    "Score",
     "TimeSampler",
+    "TwoField",
+    "Velocity",
     "WeightFn",
     "draw_source",
     "get_time_sampler",

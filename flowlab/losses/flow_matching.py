@@ -15,14 +15,13 @@ convention of torchcfm and flow_matching), times an optional weight $w(t)$, and 
 batch loss is its mean.
 """
 
-from typing import ClassVar
-
 import equinox as eqx
 from jaxtyping import Array, Float
 
-from ..paths import AbstractPath, AffinePath, PathSample
+from ..paths import AbstractPath, PathSample
 from ..time_samplers import TimeSampler, UniformTime
 from ._base import AbstractPairLoss, WeightFn
+from ._targets import AbstractTarget, as_target, check_target
 
 __all__ = ["PREDICTIONS", "FlowMatchingLoss"]
 
@@ -30,12 +29,18 @@ PREDICTIONS = ("velocity", "x1", "x0", "epsilon", "score")
 """What a model may predict; `epsilon` is `x0` for a Gaussian source."""
 
 
+def _prediction(value) -> AbstractTarget:
+    return as_target(value, PREDICTIONS)
+
+
 class FlowMatchingLoss(AbstractPairLoss):
     r"""The conditional flow-matching regression on a path.
 
     Attributes:
         path: the probability path.
-        prediction: what the model outputs, one of `PREDICTIONS`.
+        prediction: what the model outputs: one of `PREDICTIONS` or an
+            `AbstractTarget` (`Velocity()`, `Data()`, `Noise()`, `Score()`);
+            all but the velocity need an `AffinePath` (or an interpolant).
         time_sampler: `(key, n) -> t`, default uniform on $[0, 1]$.
         weight_fn: optional $w(t)$ multiplying each sample's squared error.
 
@@ -47,28 +52,19 @@ class FlowMatchingLoss(AbstractPairLoss):
     """
 
     path: AbstractPath
-    prediction: str = eqx.field(static=True, default="velocity")
+    prediction: AbstractTarget = eqx.field(
+        static=True, default="velocity", converter=_prediction
+    )
     time_sampler: TimeSampler = eqx.field(static=True, default=UniformTime())
     weight_fn: WeightFn | None = eqx.field(static=True, default=None)
-    stacked: ClassVar[bool] = False
 
     def __check_init__(self):
-        if self.prediction not in PREDICTIONS:
-            raise ValueError(
-                f"prediction must be one of {PREDICTIONS}, got {self.prediction!r}."
-            )
-        if self.prediction != "velocity" and not isinstance(self.path, AffinePath):
-            raise ValueError(
-                f"prediction={self.prediction!r} needs an AffinePath; "
-                f"{type(self.path).__name__} supports prediction='velocity'."
-            )
+        check_target(self.prediction, self.path)
+
+    @property
+    def stacked(self) -> bool:
+        return self.prediction.stacked
 
     def target(self, ps: PathSample) -> Float[Array, "*event"]:
         """The regression target of one path sample for this loss's prediction."""
-        if self.prediction == "velocity":
-            return ps.ut
-        if self.prediction == "x1":
-            return ps.x1
-        if self.prediction in ("x0", "epsilon"):
-            return ps.x0
-        return -ps.x0 / self.path.schedule(ps.t).sigma
+        return self.prediction(self.path, ps)

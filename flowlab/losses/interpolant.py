@@ -9,13 +9,13 @@ per-sample target given $x_t$ (see `flowlab.paths.interpolants`).
 from collections.abc import Callable
 
 import equinox as eqx
-import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from ..paths import PathSample
 from ..paths.interpolants import AbstractInterpolant
 from ..time_samplers import TimeSampler, UniformTime
 from ._base import AbstractPairLoss, WeightFn
+from ._targets import AbstractTarget, as_target, check_target
 
 __all__ = [
     "INTERPOLANT_PREDICTIONS",
@@ -51,6 +51,10 @@ def noise_weight(path: AbstractInterpolant) -> Callable[[Array], Array]:
     return weight
 
 
+def _prediction(value) -> AbstractTarget:
+    return as_target(value, INTERPOLANT_PREDICTIONS)
+
+
 class InterpolantLoss(AbstractPairLoss):
     r"""Square-loss regressions of a stochastic interpolant's fields.
 
@@ -82,7 +86,9 @@ class InterpolantLoss(AbstractPairLoss):
     """
 
     path: AbstractInterpolant
-    prediction: str = eqx.field(static=True, default="velocity")
+    prediction: AbstractTarget = eqx.field(
+        static=True, default="velocity", converter=_prediction
+    )
     time_sampler: TimeSampler = eqx.field(
         static=True,
         default=UniformTime(INTERPOLANT_T_EPS, 1.0 - INTERPOLANT_T_EPS),
@@ -96,23 +102,12 @@ class InterpolantLoss(AbstractPairLoss):
                 "AbstractInterpolant, e.g. paths.linear_interpolant()), got "
                 f"{type(self.path).__name__}; use FlowMatchingLoss for other paths."
             )
-        if self.prediction not in INTERPOLANT_PREDICTIONS:
-            raise ValueError(
-                f"prediction must be one of {INTERPOLANT_PREDICTIONS}, got "
-                f"{self.prediction!r}."
-            )
+        check_target(self.prediction, self.path)
 
     @property
     def stacked(self) -> bool:
-        return self.prediction == "two_field"
+        return self.prediction.stacked
 
     def target(self, ps: PathSample) -> Float[Array, "*target"]:
         """The regression target of one path sample (`(2, *event)` for two-field)."""
-        if self.prediction == "velocity":
-            return self.path.velocity_target(ps)
-        if self.prediction == "denoiser":
-            return self.path.denoiser_target(ps)
-        if self.prediction == "score":
-            return self.path.score_target(ps)
-        v = self.path.interpolant_velocity_target(ps)
-        return jnp.stack([v, self.path.denoiser_target(ps)])
+        return self.prediction(self.path, ps)

@@ -65,6 +65,14 @@ class AffinePath(AbstractPath):
         ut = s.d_alpha * x1 + s.d_sigma * x0
         return PathSample(t=t, x0=x0, x1=x1, xt=xt, ut=ut)
 
+    def noise_target(self, ps: PathSample) -> _X:
+        r"""The noise of a sample, $x_0$ (the source draw): a noise model's target."""
+        return ps.x0
+
+    def score_target(self, ps: PathSample) -> _X:
+        r"""The conditional score $-x_0/\sigma_t$, for a standard normal source."""
+        return -ps.x0 / self.schedule(ps.t).sigma
+
     def velocity_to_x1(self, t: _T, xt: _X, v: _X) -> _X:
         r"""Data prediction $\hat x_1$ from a velocity."""
         s = self.schedule(t)

@@ -17,16 +17,13 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
+from .._checks import is_number as _number
 from ._base import AbstractPath, PathSample, check_pair
 
 __all__ = ["ConstantNoisePath"]
 
 _X = Float[Array, "*event"]
 _T = Float[ArrayLike, ""]
-
-
-def _number(value) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 class ConstantNoisePath(AbstractPath):

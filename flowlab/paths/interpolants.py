@@ -27,14 +27,14 @@ epsilon)` builds that SDE, the score from a denoiser by `denoiser_to_score`.
 The interpolants are small final classes, one per family; they share
 `AbstractInterpolant`'s coefficients (by `jax.jvp`), targets and conversions:
 
-| class (factory) | $x_t$ |
+| class (factory) | $\alpha$, $\beta$ |
 | :--- | :--- |
-| `StochasticInterpolant(alpha_fn, beta_fn, gamma_fn)` | any $\alpha, \beta, \gamma$ |
-| `LinearInterpolant` (`linear_interpolant(gamma_fn)`) | $(1 - t) x_0 + t x_1 + \gamma z$ |
-| `TrigonometricInterpolant` (`trigonometric_interpolant`) | $\cos(\tfrac{\pi t}{2}) x_0 + \sin(\tfrac{\pi t}{2}) x_1 + \gamma z$ |
-| `EncodingDecodingInterpolant` (`encoding_decoding_interpolant`) | noised to $z$ at $t = \tfrac12$, then decoded |
-| `OneSidedInterpolant` (`one_sided_interpolant`) | $\alpha x_0 + \beta x_1$, the standard normal source $x_0$ is the noise |
-| `MirrorInterpolant` (`mirror_interpolant`) | $x_1 + \gamma z$: from the data to itself |
+| `StochasticInterpolant(alpha_fn, beta_fn, gamma_fn)` | any |
+| `LinearInterpolant` (`linear_interpolant`) | $1 - t$, $t$ |
+| `TrigonometricInterpolant` (`trigonometric_interpolant`) | $\cos, \sin(\pi t/2)$ |
+| `EncodingDecodingInterpolant` (`encoding_decoding_interpolant`) | to $z$, then back |
+| `OneSidedInterpolant` (`one_sided_interpolant`) | any; the source is the noise |
+| `MirrorInterpolant` (`mirror_interpolant`) | $x_t = x_1 + \gamma z$ |
 
 The first four are two-sided: $z$ is drawn independently of the pair. A one-sided
 interpolant has $\gamma \equiv 0$ and its noise is $x_0$ (`PathSample.z` is `x0`),
@@ -48,17 +48,29 @@ sigma**2)`). Its target is $\frac{1-2t}{2t(1-t)}(x_t - (1-t)x_0 - t x_1) + x_1 -
 and its conditional score $-z/(\sigma\sqrt{t(1-t)})$.
 """
 
-import abc
-from collections.abc import Callable
-from typing import ClassVar, NamedTuple
-
 import equinox as eqx
-import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
-from .._checks import scalar_time
-from ._base import AbstractPath, PathSample, check_pair
+from ._base import PathSample, check_pair
+from ._gamma import (
+    QuadraticGamma,
+    Sin2Gamma,
+    SqrtGamma,
+    ZeroGamma,
+    quadratic_gamma,
+    sin2_gamma,
+    sqrt_gamma,
+    zero_gamma,
+)
+from ._interpolant_base import (
+    AbstractInterpolant,
+    AbstractTwoSidedInterpolant,
+    CoefficientFn,
+    InterpolantCoefficients,
+    _check_noise,
+    _normal,
+)
 
 __all__ = [
     "KINDS",
@@ -89,243 +101,6 @@ __all__ = [
 
 _X = Float[Array, "*event"]
 _T = Float[ArrayLike, ""]
-CoefficientFn = Callable[[Float[Array, ""]], Float[Array, ""]]
-
-BOUNDARY_TOL = 1e-6
-r"""How far $\alpha, \beta, \gamma$ may miss their boundary values (float32)."""
-
-
-class InterpolantCoefficients(NamedTuple):
-    r"""$\alpha, \beta, \gamma$ and their time derivatives at one time $t$."""
-
-    alpha: Float[Array, ""]
-    beta: Float[Array, ""]
-    gamma: Float[Array, ""]
-    d_alpha: Float[Array, ""]
-    d_beta: Float[Array, ""]
-    d_gamma: Float[Array, ""]
-
-
-class ZeroGamma(eqx.Module):
-    r"""$\gamma \equiv 0$: a deterministic interpolant (a flow-matching path)."""
-
-    def __call__(self, t: _T) -> Float[Array, ""]:
-        return jnp.zeros_like(t)
-
-
-class SqrtGamma(eqx.Module):
-    r"""$\gamma(t) = \sqrt{a\,t(1-t)}$ (Brownian-bridge noise).
-
-    $\dot\gamma = a(1-2t)/(2\gamma)$ diverges at $t = 0, 1$, and so does the velocity
-    target there: draw times in $[t_\epsilon, 1 - t_\epsilon]$ (the interpolant
-    losses' default) or regress the bounded two-field targets.
-    """
-
-    a: float = 1.0
-
-    def __call__(self, t: _T) -> Float[Array, ""]:
-        return jnp.sqrt(self.a * t * (1 - t))
-
-
-class QuadraticGamma(eqx.Module):
-    r"""$\gamma(t) = a\,t(1-t)$."""
-
-    a: float = 1.0
-
-    def __call__(self, t: _T) -> Float[Array, ""]:
-        return self.a * t * (1 - t)
-
-
-class Sin2Gamma(eqx.Module):
-    r"""$\gamma(t) = a \sin^2(\pi t)$."""
-
-    a: float = 1.0
-
-    def __call__(self, t: _T) -> Float[Array, ""]:
-        return self.a * jnp.sin(jnp.pi * t) ** 2
-
-
-def zero_gamma() -> ZeroGamma:
-    r"""$\gamma \equiv 0$."""
-    return ZeroGamma()
-
-
-def sqrt_gamma(a: float = 1.0) -> SqrtGamma:
-    r"""$\gamma(t) = \sqrt{a\,t(1-t)}$."""
-    return SqrtGamma(a)
-
-
-def quadratic_gamma(a: float = 1.0) -> QuadraticGamma:
-    r"""$\gamma(t) = a\,t(1-t)$."""
-    return QuadraticGamma(a)
-
-
-def sin2_gamma(a: float = 1.0) -> Sin2Gamma:
-    r"""$\gamma(t) = a\sin^2(\pi t)$."""
-    return Sin2Gamma(a)
-
-
-def _check_boundary(fn: CoefficientFn, name: str, t: float, want: float) -> None:
-    """Raise unless `fn(t) == want`; skipped when `fn` closes over traced values."""
-    with jax.ensure_compile_time_eval():
-        value = jnp.asarray(fn(jnp.asarray(t)))
-    if value.shape != ():
-        raise TypeError(f"{name} must return a scalar, got shape {value.shape}.")
-    try:
-        value = float(value)
-    except jax.errors.ConcretizationTypeError:
-        return
-    if not abs(value - want) <= BOUNDARY_TOL:
-        raise ValueError(
-            f"{name}({t:g}) must be {want:g} for x_t to run from x0 at t = 0 to x1 "
-            f"at t = 1, got {value:.6g}."
-        )
-
-
-def _normal(key: PRNGKeyArray | None, like: Array, dtype, who: str) -> Array:
-    if key is None:
-        raise ValueError(f"a {who} interpolant draws z ~ N(0, I): pass a PRNG key.")
-    return jax.random.normal(key, like.shape, dtype)
-
-
-class AbstractInterpolant(AbstractPath):
-    r"""$x_t = \alpha(t) x_0 + \beta(t) x_1 + \gamma(t) z$ on one sample.
-
-    Subclasses give the coefficients `alpha`, `beta`, `gamma` (scalar functions of
-    a scalar time; derivatives come from `jax.jvp`), which array is the noise and
-    its scale (`noise_scale`), how a sample is built from a pair and a noise
-    (`interpolate`) and how the noise is drawn (`draw_noise`). The boundary values
-    $\alpha(0) = \beta(1) = 1$, $\alpha(1) = \beta(0) = \gamma(0) = \gamma(1) = 0$
-    are checked at construction.
-    """
-
-    @abc.abstractmethod
-    def alpha(self, t: Float[Array, ""]) -> Float[Array, ""]:
-        r"""$\alpha(t)$."""
-
-    @abc.abstractmethod
-    def beta(self, t: Float[Array, ""]) -> Float[Array, ""]:
-        r"""$\beta(t)$."""
-
-    @abc.abstractmethod
-    def gamma(self, t: Float[Array, ""]) -> Float[Array, ""]:
-        r"""$\gamma(t)$."""
-
-    @abc.abstractmethod
-    def noise_scale(self, t: _T) -> tuple[Float[Array, ""], Float[Array, ""]]:
-        r"""The scale of the noise in $x_t$ and its derivative."""
-
-    @abc.abstractmethod
-    def interpolate(self, x0: _X, x1: _X, z: _X, t: _T) -> PathSample:
-        r"""$x_t$ and $u_t = \dot x_t$ for given `x0`, `x1`, noise `z` and time `t`."""
-
-    @abc.abstractmethod
-    def draw_noise(self, key: PRNGKeyArray | None, x1: _X, dtype) -> _X:
-        """The noise `z` of one sample (zeros where the path draws none)."""
-
-    def __check_init__(self):
-        for field in self.__dataclass_fields__:
-            if field.endswith("_fn") and not callable(getattr(self, field)):
-                raise TypeError(f"{field} must be a callable of a scalar time.")
-        for name, fn, t, want in (
-            ("alpha_fn", self.alpha, 0.0, 1.0),
-            ("alpha_fn", self.alpha, 1.0, 0.0),
-            ("beta_fn", self.beta, 0.0, 0.0),
-            ("beta_fn", self.beta, 1.0, 1.0),
-            ("gamma_fn", self.gamma, 0.0, 0.0),
-            ("gamma_fn", self.gamma, 1.0, 0.0),
-        ):
-            _check_boundary(fn, name, t, want)
-
-    def coefficients(self, t: _T) -> InterpolantCoefficients:
-        r"""$\alpha, \beta, \gamma$ and their derivatives (by `jax.jvp`) at `t`."""
-        t = scalar_time(t)
-        one = jnp.ones_like(t)
-        alpha, d_alpha = jax.jvp(self.alpha, (t,), (one,))
-        beta, d_beta = jax.jvp(self.beta, (t,), (one,))
-        gamma, d_gamma = jax.jvp(self.gamma, (t,), (one,))
-        return InterpolantCoefficients(alpha, beta, gamma, d_alpha, d_beta, d_gamma)
-
-    def sample(
-        self,
-        key: PRNGKeyArray | None,
-        x0: Float[ArrayLike, "*event"],
-        x1: Float[ArrayLike, "*event"],
-        t: _T,
-    ) -> PathSample:
-        r"""Draw the noise with `key`; return `interpolate(x0, x1, z, t)`.
-
-        A one-sided interpolant draws nothing (`key` may be `None`).
-        """
-        x0, x1, t = check_pair(x0, x1, t)
-        dtype = jnp.result_type(x0.dtype, x1.dtype, float)
-        return self.interpolate(x0, x1, self.draw_noise(key, x1, dtype), t)
-
-    def velocity_target(self, ps: PathSample) -> _X:
-        r"""The target of $b$: $u_t = \dot\alpha x_0 + \dot\beta x_1 + \dot\gamma z$."""
-        return ps.ut
-
-    def denoiser_target(self, ps: PathSample) -> _X:
-        r"""The target of $\eta$: the noise $z$ ($x_0$ when one-sided)."""
-        return ps.z
-
-    def score_target(self, ps: PathSample) -> _X:
-        r"""The target of the score: $-z/\gamma$ ($-x_0/\alpha$ when one-sided)."""
-        return -ps.z / self.noise_scale(ps.t)[0]
-
-    def interpolant_velocity_target(self, ps: PathSample) -> _X:
-        r"""The target of $v$: $u_t - \dot\gamma z = \dot\alpha x_0 + \dot\beta x_1$."""
-        return ps.ut - self.noise_scale(ps.t)[1] * ps.z
-
-    def denoiser_to_score(self, t: _T, xt: _X, eta: _X) -> _X:
-        r"""Score $s = -\eta / \gamma$ from a denoiser."""
-        del xt
-        return -eta / self.noise_scale(t)[0]
-
-    def score_to_denoiser(self, t: _T, xt: _X, score: _X) -> _X:
-        r"""Denoiser $\eta = -\gamma s$ from a score."""
-        del xt
-        return -self.noise_scale(t)[0] * score
-
-    def two_field_to_velocity(self, t: _T, xt: _X, v: _X, eta: _X) -> _X:
-        r"""Velocity $b = v + \dot\gamma \eta$ from the two-field predictions."""
-        del xt
-        return v + self.noise_scale(t)[1] * eta
-
-
-def _check_noise(z: Array, x1: Array) -> Array:
-    z = jnp.asarray(z)
-    if z.shape != x1.shape:
-        raise ValueError(f"z must have the event shape of x1 {x1.shape}, got {z.shape}.")
-    return z
-
-
-class AbstractTwoSidedInterpolant(AbstractInterpolant):
-    r"""$x_t = \alpha x_0 + \beta x_1 + \gamma z$ with $z \sim N(0, I)$ drawn apart.
-
-    Subclasses give `alpha` and `beta`; $\gamma$ is the field `gamma_fn`.
-    """
-
-    gamma_fn: eqx.AbstractVar[CoefficientFn]
-
-    def gamma(self, t: Float[Array, ""]) -> Float[Array, ""]:
-        return self.gamma_fn(t)
-
-    def noise_scale(self, t: _T) -> tuple[Float[Array, ""], Float[Array, ""]]:
-        r"""$(\gamma, \dot\gamma)$."""
-        c = self.coefficients(t)
-        return c.gamma, c.d_gamma
-
-    def interpolate(self, x0: _X, x1: _X, z: _X, t: _T) -> PathSample:
-        x0, x1, t = check_pair(x0, x1, t)
-        z = _check_noise(z, x1)
-        c = self.coefficients(t)
-        xt = c.alpha * x0 + c.beta * x1 + c.gamma * z
-        ut = c.d_alpha * x0 + c.d_beta * x1 + c.d_gamma * z
-        return PathSample(t=t, x0=x0, x1=x1, xt=xt, ut=ut, z=z)
-
-    def draw_noise(self, key: PRNGKeyArray | None, x1: _X, dtype) -> _X:
-        return _normal(key, x1, dtype, "two_sided")
 
 
 class StochasticInterpolant(AbstractTwoSidedInterpolant):

@@ -1,11 +1,21 @@
-"""Sampling and scoring with diffrax: ODE integration and log-likelihoods."""
+"""Sampling and scoring with diffrax: ODE and SDE integration and log-likelihoods."""
 
+from ._brownian import AbstractBrownian, BrownianIncrements, BrownianTree
+from ._divergence import AbstractDivergence, ExactDivergence, HutchinsonDivergence
 from .conditioned import conditioned_field
 from .likelihood import log_likelihood, standard_normal_log_prob
 from .marginal_sdes import interpolant_sde, reverse_diffusion_sde
 from .ode import ODESolution, sample_ode
-from .sde import SDE, SDE_SOLVERS, SDESolution, get_sde_solver, sample_sde
-from .solvers import ADAPTIVE, ODE_SOLVERS, RK4, evaluations_per_step, get_ode_solver
+from .sde import SDE, SDESolution, sample_sde
+from .solvers import (
+    ADAPTIVE,
+    ODE_SOLVERS,
+    RK4,
+    SDE_SOLVERS,
+    evaluations_per_step,
+    get_ode_solver,
+    get_sde_solver,
+)
 
 __all__ = [
     "ADAPTIVE",
@@ -13,6 +23,12 @@ __all__ = [
     "RK4",
     "SDE",
     "SDE_SOLVERS",
+    "AbstractBrownian",
+    "AbstractDivergence",
+    "BrownianIncrements",
+    "BrownianTree",
+    "ExactDivergence",
+    "HutchinsonDivergence",
     "ODESolution",
     "SDESolution",
     "conditioned_field",

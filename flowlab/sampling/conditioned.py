@@ -35,13 +35,14 @@ def conditioned_field(
         >>> out.x[0].tolist(), out.x[1].tolist()
         ([[0.0, 3.0], [3.0, 0.0]], [[1.0, 0.0], [0.0, 1.0]])
     """
-
     return _ConditionedField(model_fn)
 
 
 class _ConditionedField(eqx.Module):
-    """`v(t, (x, cond), params)`; equal for the same `model_fn`, so a second
-    `sample_ode` call reuses the compiled solve."""
+    """`v(t, (x, cond), params)`, equal for the same `model_fn`.
+
+    Equality lets a second `sample_ode` call reuse the compiled solve.
+    """
 
     model_fn: Callable[[Any, Array, Array, Any], Array] = eqx.field(static=True)
 

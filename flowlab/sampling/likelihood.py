@@ -4,10 +4,10 @@ Along $dx/dt = v(t, x)$, $\frac{d}{dt}\log p_t(x_t) = -\nabla\!\cdot v(t, x_t)$,
 
 $$\log p_1(x_1) = \log p_0(x_0) - \int_0^1 \nabla\!\cdot v(t, x_t)\,dt,$$
 
-with $x_0$ found by integrating from $t = 1$ back to $t = 0$. The divergence is the
-exact trace of the Jacobian (`method="exact"`, one `jax.jacfwd` per evaluation) or
-Hutchinson's unbiased estimate $\epsilon^\top (\partial v/\partial x)\,\epsilon$ with
-one Rademacher probe per sample held fixed along the trajectory.
+with $x_0$ found by integrating from $t = 1$ back to $t = 0$. The divergence comes
+from an `AbstractDivergence` (`flowlab.sampling._divergence`): the exact trace of the
+Jacobian or Hutchinson's unbiased estimate, by object or by name (`method="exact"`,
+`method="hutchinson"`).
 """
 
 import math
@@ -21,6 +21,8 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._types import VelocityFn
+from ._common import from_name
+from ._divergence import AbstractDivergence
 from .ode import sample_ode
 
 __all__ = ["log_likelihood", "standard_normal_log_prob"]
@@ -34,23 +36,19 @@ def standard_normal_log_prob(x: Float[Array, "*event"]) -> Float[Array, ""]:
 class _AugmentedField(eqx.Module):
     """Dynamics of `(x, log-density change, probe)` for one sample.
 
-    A module rather than a closure: equal for the same `v` and `method`, so repeated
-    calls reuse `sample_ode`'s compiled solve instead of retracing `v`.
+    A module rather than a closure: equal for the same `v` and kind of divergence
+    (a Hutchinson key is data), so repeated calls reuse `sample_ode`'s compiled
+    solve instead of retracing `v`.
     """
 
     v: VelocityFn = eqx.field(static=True)
-    method: str = eqx.field(static=True)
+    divergence: AbstractDivergence
 
     def __call__(self, t, state, args):
         x, _, probe = state
-        flat = lambda y: self.v(t, y.reshape(x.shape), args).reshape(-1)  # noqa: E731
-        if self.method == "exact":
-            dx = self.v(t, x, args)
-            div = jnp.trace(jax.jacfwd(flat)(x.reshape(-1)))
-        else:
-            dx, jvp = jax.jvp(flat, (x.reshape(-1),), (probe.reshape(-1),))
-            dx = dx.reshape(x.shape)
-            div = jnp.vdot(probe.reshape(-1), jvp)
+        dx, div = self.divergence.velocity_and_divergence(
+            lambda y: self.v(t, y, args), x, probe
+        )
         return dx, div, jnp.zeros_like(probe)
 
 
@@ -60,7 +58,7 @@ def log_likelihood(
     args: Any = None,
     *,
     base_log_prob: Callable[[Array], Array] = standard_normal_log_prob,
-    method: str = "exact",
+    method: str | AbstractDivergence = "exact",
     key: PRNGKeyArray | None = None,
     solver: str | diffrax.AbstractSolver = "tsit5",
     steps: int | None = None,
@@ -74,31 +72,34 @@ def log_likelihood(
         x1: a batch of data points.
         args: passed to `v`.
         base_log_prob: log density of the source on one sample (standard normal).
-        method: `"exact"` (Jacobian trace) or `"hutchinson"` (needs `key`).
-        key: PRNG key for Hutchinson's probes.
+        method: an `AbstractDivergence`, e.g. `ExactDivergence()` or
+            `HutchinsonDivergence(key)`, or a name in `flowlab.registry`'s
+            `"divergence"` table: `"exact"` (Jacobian trace) or `"hutchinson"`
+            (needs `key`).
+        key: PRNG key for Hutchinson's probes, with `method="hutchinson"`.
         solver: as in `sample_ode`.
         steps: as in `sample_ode`.
         rtol: as in `sample_ode`.
         atol: as in `sample_ode`.
     """
-    if method not in ("exact", "hutchinson"):
-        raise ValueError(f"method must be 'exact' or 'hutchinson', got {method!r}.")
-    if method == "hutchinson" and key is None:
-        raise ValueError("method='hutchinson' needs a PRNG key: pass key=...")
+    if key is not None and not isinstance(method, str):
+        raise ValueError(
+            "key goes with method='hutchinson' by name; a divergence object holds "
+            "its own (HutchinsonDivergence(key))."
+        )
+    divergence = from_name(
+        "divergence", "method", method, AbstractDivergence, "an AbstractDivergence",
+        key=key,
+    )  # fmt: skip
     x1 = jnp.asarray(x1)
     if x1.ndim < 2:
         raise ValueError(
             f"x1 must be batch-first (batch, *event), got shape {x1.shape}."
         )
 
-    if method == "exact":
-        probes = jnp.zeros((x1.shape[0],), x1.dtype)
-    else:
-        probes = jax.random.rademacher(key, x1.shape, dtype=x1.dtype)
-
-    state = (x1, jnp.zeros((x1.shape[0],), x1.dtype), probes)
+    state = (x1, jnp.zeros((x1.shape[0],), x1.dtype), divergence.probes(x1))
     out = sample_ode(
-        _AugmentedField(v, method),
+        _AugmentedField(v, divergence),
         state,
         args,
         solver=solver,

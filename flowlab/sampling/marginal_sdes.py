@@ -8,7 +8,7 @@ marginals are those of $dX = b\,dt$ for every noise level $\epsilon \ge 0$;
 """
 
 from collections.abc import Callable
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 import equinox as eqx
 import jax
@@ -16,10 +16,10 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
+from .._checks import callables
 from .._types import VelocityFn
 from ..paths.affine import AffinePath
-from ..schedules import VP, AbstractSchedule
-from .sde import SDE, _check_callables
+from .sde import SDE
 
 __all__ = ["EpsilonFn", "interpolant_sde", "reverse_diffusion_sde"]
 
@@ -70,15 +70,33 @@ def _as_epsilon(epsilon: float | EpsilonFn) -> EpsilonFn:
     return epsilon
 
 
-class _InterpolantDrift(eqx.Module):
-    b_fn: VelocityFn
-    score_fn: VelocityFn
+class _Drift(eqx.Module):
+    """`v + eps * score`, the score from `score(t, x, args, v)`."""
+
+    velocity_fn: VelocityFn
+    score: Callable[[Float[Array, ""], Array, Any, Array], Array]
     epsilon_fn: EpsilonFn
 
     def __call__(self, t, x, args):
-        b = self.b_fn(t, x, args)
-        eps = jnp.asarray(self.epsilon_fn(t)).astype(jnp.result_type(b))
-        return b + eps * self.score_fn(t, x, args)
+        v = self.velocity_fn(t, x, args)
+        eps = jnp.asarray(self.epsilon_fn(t)).astype(jnp.result_type(v))
+        return v + eps * self.score(t, x, args, v)
+
+
+class _GivenScore(eqx.Module):
+    score_fn: VelocityFn
+
+    def __call__(self, t, x, args, v):
+        return self.score_fn(t, x, args)
+
+
+class _ScoreOfVelocity(eqx.Module):
+    """The score of an affine path from its velocity (`path.velocity_to_score`)."""
+
+    path: AffinePath
+
+    def __call__(self, t, x, args, v):
+        return self.path.velocity_to_score(t, x, v).astype(jnp.result_type(v))
 
 
 class _SqrtTwoEpsilon(eqx.Module):
@@ -109,52 +127,26 @@ def interpolant_sde(
     Returns:
         An `SDE` whose diffusion $\sqrt{2\epsilon_t}$ is additive (any solver).
     """
-    _check_callables(b_fn=b_fn, score_fn=score_fn)
+    callables(b_fn=b_fn, score_fn=score_fn)
     epsilon_fn = _as_epsilon(epsilon)
     return SDE(
-        _InterpolantDrift(b_fn, score_fn, epsilon_fn), _SqrtTwoEpsilon(epsilon_fn)
+        _Drift(b_fn, _GivenScore(score_fn), epsilon_fn), _SqrtTwoEpsilon(epsilon_fn)
     )
 
 
-def _diffusion_epsilon(schedule: AbstractSchedule, t) -> Float[Array, ""]:
-    r"""$\tfrac12 g_t^2 = \sigma^2\dot\alpha/\alpha - \sigma\dot\sigma$ of the path."""
-    if isinstance(schedule, VP):
-        # beta(1 - t) / 2 in closed form: finite at t = 1, where sigma * d_sigma is
-        # 0 * inf in floating point.
-        t = jnp.asarray(t)
-        return 0.5 * (
-            schedule.beta_min + (1 - t) * (schedule.beta_max - schedule.beta_min)
-        )
-    s = schedule(t)
-    return s.sigma**2 * s.d_alpha / s.alpha - s.sigma * s.d_sigma
+class _TimeReversalDrift(eqx.Module):
+    """`v + eps * score` for the schedule's own `diffusion_noise_level` eps."""
 
-
-class _ReverseDiffusionDrift(eqx.Module):
     path: AffinePath
     velocity_fn: VelocityFn
-    epsilon_fn: EpsilonFn | None
 
     def __call__(self, t, x, args):
+        # With eps = sigma^2 d_alpha / alpha - sigma d_sigma and score =
+        # -x0_hat / sigma, v + eps * score simplifies to 2 v - (d_alpha / alpha) x:
+        # no division by sigma, so it stays finite as sigma -> 0.
         v = self.velocity_fn(t, x, args)
-        dtype = jnp.result_type(v)
-        if self.epsilon_fn is None:
-            # v + eps * score with eps = sigma^2 d_alpha / alpha - sigma d_sigma and
-            # score = -x0_hat / sigma simplifies to 2 v - (d_alpha / alpha) x: no
-            # division by sigma, so it stays finite as sigma -> 0.
-            s = self.path.schedule(t)
-            return 2 * v - (s.d_alpha / s.alpha).astype(dtype) * x
-        eps = jnp.asarray(self.epsilon_fn(t)).astype(dtype)
-        return v + eps * self.path.velocity_to_score(t, x, v).astype(dtype)
-
-
-class _ReverseDiffusionDiffusion(eqx.Module):
-    schedule: AbstractSchedule
-    epsilon_fn: EpsilonFn | None
-
-    def __call__(self, t, x, args):
-        if self.epsilon_fn is None:
-            return jnp.sqrt(2 * _diffusion_epsilon(self.schedule, t))
-        return jnp.sqrt(2 * jnp.asarray(self.epsilon_fn(t)))
+        s = self.path.schedule(t)
+        return 2 * v - (s.d_alpha / s.alpha).astype(jnp.result_type(v)) * x
 
 
 def reverse_diffusion_sde(
@@ -171,10 +163,15 @@ def reverse_diffusion_sde(
     for every $\epsilon \ge 0$.
 
     The default $\epsilon_t = \tfrac12 g_t^2 = \sigma_t^2\dot\alpha_t/\alpha_t -
-    \sigma_t\dot\sigma_t$ makes it the time reversal of the forward diffusion
+    \sigma_t\dot\sigma_t$, the schedule's `diffusion_noise_level(t)`, makes it the
+    time reversal of the forward diffusion
     $dY = \tfrac{d\log\alpha}{d\tau} Y\,d\tau + g\,dW$ (in diffusion time
     $\tau = 1 - t$) whose marginals are the path's: the drift is then
-    $2v - (\dot\alpha_t/\alpha_t)\,x$. For `schedules.vp(b, B)`, with
+    $2v - (\dot\alpha_t/\alpha_t)\,x$. Each built-in schedule gives
+    $\epsilon_t$ in closed form (e.g. $(1 - t)/t$ for Cond-OT), which may differ from
+    the formula above, evaluated from $\alpha, \sigma$ and their derivatives, by
+    floating-point round-off; a `schedules.Schedule(alpha_fn, sigma_fn)` uses the
+    formula. For `schedules.vp(b, B)`, with
     $\beta(t) = -\dot T(t) = b + (1 - t)(B - b)$, this is $\epsilon_t = \beta(t)/2$
     and the SDE is Song et al.'s reverse VP SDE in flow-matching time,
     $dX = [\tfrac12\beta(t) X + \beta(t) s]\,dt + \sqrt{\beta(t)}\,dW$.
@@ -215,9 +212,14 @@ def reverse_diffusion_sde(
             "path must be a flowlab.paths.AffinePath (a Gaussian path with a "
             f"standard normal source), got {type(path).__name__}."
         )
-    _check_callables(velocity_fn=velocity_fn)
-    epsilon_fn = None if epsilon is None else _as_epsilon(epsilon)
+    callables(velocity_fn=velocity_fn)
+    if epsilon is None:
+        return SDE(
+            _TimeReversalDrift(path, velocity_fn),
+            _SqrtTwoEpsilon(path.schedule.diffusion_noise_level),
+        )
+    epsilon_fn = _as_epsilon(epsilon)
     return SDE(
-        _ReverseDiffusionDrift(path, velocity_fn, epsilon_fn),
-        _ReverseDiffusionDiffusion(path.schedule, epsilon_fn),
+        _Drift(velocity_fn, _ScoreOfVelocity(path), epsilon_fn),
+        _SqrtTwoEpsilon(epsilon_fn),
     )

@@ -1,15 +1,17 @@
 """Integrate a per-sample velocity field over a batch with diffrax."""
 
-from typing import Any, NamedTuple
+from typing import Any
 
 import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float, Int, PyTree
+from jaxtyping import Array, Float, PyTree
 
+from .. import _checks
 from .._types import VelocityFn
-from .solvers import ADAPTIVE, evaluations_per_step, get_ode_solver
+from . import _common
+from .solvers import ADAPTIVE, _ode_evaluations, get_ode_solver
 
 __all__ = ["ODESolution", "sample_ode"]
 
@@ -17,39 +19,40 @@ DEFAULT_STEPS = 100
 DEFAULT_TRAJECTORY_POINTS = 101
 
 
-class ODESolution(NamedTuple):
-    """What `sample_ode` returns.
+class ODESolution(_common.Solution):
+    """What `sample_ode` returns: `x, ts, trajectory, nfe, num_steps`.
 
-    Attributes:
-        x: the state at `t1`, batch-first like `x0` (a pytree when `x0` is one).
-        ts: the saved times (`(n_save,)`), or `None` without a trajectory.
-        trajectory: the states at `ts`, each leaf `(n_save, batch, *event)`, or `None`.
-        nfe: evaluations of the (batched) vector field, from the solver's tableau
-            and step count. Known gap: when an adaptive solve rejects its very
-            first step, diffrax evaluates the field at `t0` once more, so `nfe`
-            is low by one per such rejection (`-1` when a solver has no tableau
-            and is not Euler).
-        num_steps: solver steps taken, rejected steps included.
+    `x` is the state at `t1`, batch-first like `x0`; `ts` and `trajectory` (each leaf
+    `(n_save, batch, *event)`) are `None` without `save_trajectory`. `num_steps`
+    counts rejected steps too, and `nfe` the evaluations of the (batched) vector
+    field, from the solver's tableau and step count (`-1` when a solver has no
+    tableau and is not Euler). Known gap: when an adaptive solve rejects its very
+    first step, diffrax evaluates the field at `t0` once more, so `nfe` is low by
+    one per such rejection.
     """
 
-    x: PyTree[Float[Array, "batch ..."]]
-    ts: Float[Array, " n_save"] | None
-    trajectory: PyTree[Float[Array, "n_save batch ..."]] | None
-    nfe: Int[Array, ""]
-    num_steps: Int[Array, ""]
+    __slots__ = ()
 
 
 class _BatchedField(eqx.Module):
     """A per-sample field applied to every row of a batch-first pytree state.
 
-    Hashable by the identity of `v`, so diffrax's compiled solve is reused for the
-    same `v`, shapes and solver.
+    A plain function `v` is a static leaf, compared by identity, so diffrax's
+    compiled solve is reused for the same `v`, shapes and solver; arrays inside a
+    pytree `v` (e.g. a Hutchinson key) are traced.
     """
 
-    v: VelocityFn = eqx.field(static=True)
+    v: VelocityFn
 
     def __call__(self, t, y, args):
         return jax.vmap(self.v, in_axes=(None, 0, None))(t, y, args)
+
+
+class _ODETerms(_common.AbstractTerms):
+    field: _BatchedField
+
+    def __call__(self, t0, t1, dt0, y0):
+        return diffrax.ODETerm(self.field)
 
 
 def _controller(solver_name, solver, steps, rtol, atol):
@@ -65,26 +68,9 @@ def _controller(solver_name, solver, steps, rtol, atol):
             rtol=jnp.asarray(rtol), atol=jnp.asarray(atol)
         ), None
     steps = DEFAULT_STEPS if steps is None else steps
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive int or None, got {steps!r}.")
-    return diffrax.ConstantStepSize(), steps
-
-
-@eqx.filter_jit
-def _solve(field, solver, controller, x0, args, t0, t1, dt0, saveat, max_steps):
-    sol = diffrax.diffeqsolve(
-        diffrax.ODETerm(field),
-        solver,
-        t0=t0,
-        t1=t1,
-        dt0=dt0,
-        y0=x0,
-        args=args,
-        saveat=saveat,
-        stepsize_controller=controller,
-        max_steps=max_steps,
+    return diffrax.ConstantStepSize(), _checks.positive_int(
+        "steps", steps, "a positive int or None"
     )
-    return sol.ts, sol.ys, sol.stats["num_steps"]
 
 
 def sample_ode(
@@ -134,61 +120,38 @@ def sample_ode(
         >>> bool(jnp.allclose(out.x, jnp.exp(-1.0), atol=1e-6)), int(out.nfe)
         (True, 400)
     """
-    if not callable(v):
-        raise TypeError("v must be a callable v(t, x, args) acting on one sample.")
-    leaves = jax.tree_util.tree_leaves(x0)
-    if not leaves or any(jnp.ndim(leaf) < 1 for leaf in leaves):
-        raise ValueError(
-            "x0 must be a batch-first array (batch, *event_shape) or a pytree of them."
-        )
-    if len({jnp.shape(leaf)[0] for leaf in leaves}) != 1:
-        raise ValueError("every leaf of x0 must have the same batch size.")
+    _checks.callables(v=v)
+    _common.check_batch(x0)
     if t0 == t1:
         raise ValueError(f"t0 and t1 must differ, got t0 = t1 = {t0}.")
     solver_name = solver if isinstance(solver, str) else None
     solver_obj = get_ode_solver(solver)
     controller, n_steps = _controller(solver_name, solver_obj, steps, rtol, atol)
     dt0 = None if n_steps is None else (t1 - t0) / n_steps
-
-    if save_trajectory is False:
-        saveat = diffrax.SaveAt(t1=True)
-    else:
-        if save_trajectory is True:
-            n_save = n_steps + 1 if n_steps is not None else DEFAULT_TRAJECTORY_POINTS
-        elif isinstance(save_trajectory, int) and save_trajectory >= 2:
-            n_save = save_trajectory
-        else:
-            raise ValueError(
-                "save_trajectory must be a bool or an int >= 2, "
-                f"got {save_trajectory!r}."
-            )
-        saveat = diffrax.SaveAt(ts=jnp.linspace(t0, t1, n_save))
-
-    x0 = jax.tree_util.tree_map(jnp.asarray, x0)
+    saveat = _common.save_at(
+        save_trajectory,
+        t0,
+        t1,
+        DEFAULT_TRAJECTORY_POINTS if n_steps is None else n_steps + 1,
+    )
     # Times, step and tolerances are traced (not static), so a new step count or
     # tolerance reuses the compiled solve; only a new shape or solver recompiles.
-    ts, ys, num_steps = _solve(
-        _BatchedField(v),
+    return _common.solve(
+        ODESolution,
+        _ODETerms(_BatchedField(v)),
         solver_obj,
-        controller,
-        x0,
+        jax.tree_util.tree_map(jnp.asarray, x0),
         args,
-        jnp.asarray(t0, float),
-        jnp.asarray(t1, float),
-        None if dt0 is None else jnp.asarray(dt0, float),
+        (
+            jnp.asarray(t0, float),
+            jnp.asarray(t1, float),
+            None if dt0 is None else jnp.asarray(dt0, float),
+        ),
         saveat,
-        max_steps if n_steps is None else max(n_steps, max_steps),
+        (
+            controller,
+            diffrax.RecursiveCheckpointAdjoint(),
+            max_steps if n_steps is None else max(n_steps, max_steps),
+        ),
+        _ode_evaluations(solver_obj),
     )
-    per_step = evaluations_per_step(solver_obj)
-    if per_step is None:
-        per_step = (1, 0) if isinstance(solver_obj, diffrax.Euler) else (-1, 0)
-    nfe = (
-        num_steps * per_step[0] + per_step[1]
-        if per_step[0] > 0
-        else -jnp.ones_like(num_steps)
-    )
-    if save_trajectory is False:
-        final = jax.tree_util.tree_map(lambda y: y[0], ys)
-        return ODESolution(final, None, None, nfe, num_steps)
-    final = jax.tree_util.tree_map(lambda y: y[-1], ys)
-    return ODESolution(final, ts, ys, nfe, num_steps)

@@ -6,7 +6,7 @@ sample). `flowlab.sampling.marginal_sdes` builds the `SDE`s with the marginals o
 probability-flow ODE that `sample_sde(key, *sde, x0)` samples.
 """
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any, Literal, NamedTuple, TypeAlias
 
 import diffrax
@@ -15,63 +15,32 @@ import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
 import lineax as lx
-from jaxtyping import Array, Float, Int, PRNGKeyArray, PyTree
+from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
-from .. import registry
+from .. import _checks
 from .._types import Scalar, VelocityFn
-from .solvers import _solver, evaluations_per_step
+from . import _common
+from ._brownian import AbstractBrownian
+from .solvers import _drift_evaluations, get_sde_solver
 
-__all__ = [
-    "SDE",
-    "SDE_SOLVERS",
-    "SDESolution",
-    "get_sde_solver",
-    "sample_sde",
-]
+__all__ = ["SDE", "SDESolution", "sample_sde"]
 
 DiffusionFn: TypeAlias = Callable[[Scalar, Any, Any], Any]
 """A per-sample diffusion `g(t, x, args)`: a scalar or an array broadcastable to x."""
 
 _MAX_STEPS = 16_384
 
-for _name, _cls in {
-    "euler_maruyama": diffrax.Euler,
-    "heun": diffrax.Heun,
-    "sea": diffrax.SEA,
-    "shark": diffrax.ShARK,
-    "sra1": diffrax.SRA1,
-}.items():
-    registry.register("sde_solver", _name, _cls)
 
-SDE_SOLVERS: Mapping[str, Callable[[], diffrax.AbstractSolver]] = registry.table(
-    "sde_solver"
-)
-"""SDE solver names and the diffrax solvers they build (`flowlab.registry`).
+class SDESolution(_common.Solution):
+    """What `sample_sde` returns: `x, ts, trajectory, nfe, num_steps`.
 
-`"euler_maruyama"` (strong order 1/2, 1 for additive noise) solves any Itô SDE. The
-others are Stratonovich solvers, which solve the Itô SDE only for additive noise
-(a diffusion independent of `x`, where the two agree; `sample_sde` checks): diffrax's
-additive-noise stochastic Runge-Kutta methods `"sea"` (1 drift evaluation per step,
-strong order 1), `"shark"` and `"sra1"` (2, strong order 1.5), and `"heun"` (2).
-"""
-
-
-class SDESolution(NamedTuple):
-    """What `sample_sde` returns.
-
-    Attributes:
-        x: the state at `t1`, batch-first like `x0` (a pytree when `x0` is one).
-        ts: the saved times (`(n_save,)`), or `None` without a trajectory.
-        trajectory: the states at `ts`, each leaf `(n_save, batch, *event)`, or `None`.
-        nfe: evaluations of the (batched) drift; `-1` where the solver's is unknown.
-        num_steps: solver steps taken.
+    The state `x` at `t1` (batch-first, a pytree when `x0` is one), the saved times
+    `ts` and states `trajectory` (`None` unless `save_trajectory`), the number of
+    (batched) drift evaluations `nfe` (`-1` where the solver's is unknown) and of
+    steps `num_steps`.
     """
 
-    x: PyTree[Float[Array, "batch ..."]]
-    ts: Float[Array, " n_save"] | None
-    trajectory: PyTree[Float[Array, "n_save batch ..."]] | None
-    nfe: Int[Array, ""]
-    num_steps: Int[Array, ""]
+    __slots__ = ()
 
 
 class SDE(NamedTuple):
@@ -84,26 +53,6 @@ class SDE(NamedTuple):
 
     drift: VelocityFn
     diffusion: DiffusionFn
-
-
-def get_sde_solver(solver: str | diffrax.AbstractSolver) -> diffrax.AbstractSolver:
-    """A diffrax solver from a name in `SDE_SOLVERS`, or the solver itself."""
-    return _solver("sde_solver", solver)
-
-
-def _drift_evaluations_per_step(solver: diffrax.AbstractSolver) -> int:
-    """Drift evaluations per step, or -1 where the solver's count is not known."""
-    if isinstance(solver, diffrax.Euler | diffrax.EulerHeun | diffrax.ItoMilstein):
-        return 1
-    if isinstance(solver, diffrax.AbstractSRK):
-        ignored = solver.tableau.ignore_stage_f
-        return len(solver.tableau.b_sol) - (
-            0 if ignored is None else int(ignored.sum())
-        )
-    per_step = evaluations_per_step(solver)
-    if per_step is None or per_step[1] != 0:
-        return -1
-    return per_step[0]
 
 
 def _levy_area(solver: diffrax.AbstractSolver) -> type:
@@ -178,71 +127,23 @@ def _depends_on_x(diffusion: _BatchedDiffusion, t0, x0, args) -> bool:
     return found[0]
 
 
-def _check_callables(**fns):
-    for name, fn in fns.items():
-        if not callable(fn):
-            raise TypeError(f"{name} must be a callable {name}(t, x, args).")
+class _SDETerms(_common.AbstractTerms):
+    """Drift and diffusion, driven by a Brownian path made inside the solve."""
 
+    drift: _BatchedDrift
+    diffusion: _BatchedDiffusion
+    brownian: AbstractBrownian
+    key: PRNGKeyArray
+    levy_area: type = eqx.field(static=True)
 
-def _check_key(key) -> PRNGKeyArray:
-    dtype = getattr(key, "dtype", None)
-    if dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
-        if jnp.shape(key) != ():
-            raise ValueError(
-                f"key must be a single key, got an array of keys of shape "
-                f"{jnp.shape(key)}; pass one key (jax.vmap over keys to draw batches "
-                "of batches)."
-            )
-        return key
-    if dtype == jnp.uint32 and jnp.ndim(key) == 1:
-        try:
-            return jax.random.wrap_key_data(key)
-        except (TypeError, ValueError):
-            pass
-    got = type(key).__name__
-    if dtype is not None:
-        got += f" of dtype {dtype} and shape {jnp.shape(key)}"
-    raise TypeError(f"key must be a JAX PRNG key, e.g. jax.random.key(0), got {got}.")
-
-
-@eqx.filter_jit
-def _solve(
-    drift,
-    diffusion,
-    solver,
-    key,
-    x0,
-    args,
-    t0,
-    t1,
-    dt0,
-    saveat,
-    brownian,
-    tol,
-    max_steps,
-):
-    shape = jtu.tree_map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype), x0)
-    levy_area = _levy_area(solver)
-    if brownian == "increments":
-        path = diffrax.UnsafeBrownianPath(shape, key, levy_area=levy_area)
-        adjoint = diffrax.ForwardMode()
-    else:
-        path = diffrax.VirtualBrownianTree(t0, t1, tol, shape, key, levy_area=levy_area)
-        adjoint = diffrax.RecursiveCheckpointAdjoint()
-    sol = diffrax.diffeqsolve(
-        diffrax.MultiTerm(diffrax.ODETerm(drift), diffrax.ControlTerm(diffusion, path)),
-        solver,
-        t0=t0,
-        t1=t1,
-        dt0=dt0,
-        y0=x0,
-        args=args,
-        saveat=saveat,
-        stepsize_controller=diffrax.ConstantStepSize(),
-        adjoint=adjoint,
-        max_steps=max_steps,
-    )
-    return sol.ts, sol.ys, sol.stats["num_steps"]
+    def __call__(self, t0, t1, dt0, y0):
+        shape = jtu.tree_map(
+            lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype), y0
+        )
+        path = self.brownian.path(t0, t1, dt0, shape, self.key, self.levy_area)
+        return diffrax.MultiTerm(
+            diffrax.ODETerm(self.drift), diffrax.ControlTerm(self.diffusion, path)
+        )
 
 
 def sample_sde(
@@ -257,7 +158,7 @@ def sample_sde(
     t1: float = 1.0,
     steps: int = 100,
     save_trajectory: bool | int = False,
-    brownian: Literal["increments", "tree"] = "increments",
+    brownian: Literal["increments", "tree"] | AbstractBrownian = "increments",
     brownian_tol: float | None = None,
 ) -> SDESolution:
     r"""Solve the Itô SDE $dX = f(t, X)\,dt + g(t, X)\,dW$ from `t0` to `t1`.
@@ -290,12 +191,15 @@ def sample_sde(
         steps: number of equal steps.
         save_trajectory: `True` saves every step; an int saves that many equally
             spaced times.
-        brownian: `"increments"` draws an independent Gaussian increment per step
-            (`diffrax.UnsafeBrownianPath`; fastest, not reverse-mode
-            differentiable); `"tree"` samples one Brownian path per key at any
+        brownian: an `AbstractBrownian`, or a name in `flowlab.registry`'s
+            `"brownian"` table: `"increments"` (`BrownianIncrements()`) draws an
+            independent Gaussian increment per step (`diffrax.UnsafeBrownianPath`;
+            fastest, not reverse-mode differentiable); `"tree"`
+            (`BrownianTree(tol)`) samples one Brownian path per key at any
             resolution (`diffrax.VirtualBrownianTree`; slower, differentiable,
             consistent across step counts).
-        brownian_tol: the tree's time resolution; default half a step.
+        brownian_tol: with `brownian="tree"`, the tree's time resolution
+            (`BrownianTree(tol=brownian_tol)`); default half a step.
 
     Returns:
         An `SDESolution` with the final `x`, the optional trajectory and the NFE.
@@ -308,24 +212,21 @@ def sample_sde(
         >>> out.x.shape, int(out.nfe)
         ((1000, 2), 40)
     """
-    key = _check_key(key)
-    _check_callables(drift=drift, diffusion=diffusion)
-    leaves = jtu.tree_leaves(x0)
-    if not leaves or any(jnp.ndim(leaf) < 1 for leaf in leaves):
-        raise ValueError(
-            "x0 must be a batch-first array (batch, *event_shape) or a pytree of them."
-        )
-    if len({jnp.shape(leaf)[0] for leaf in leaves}) != 1:
-        raise ValueError("every leaf of x0 must have the same batch size.")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive int, got {steps!r}.")
+    key = _checks.key(key)
+    _checks.callables(drift=drift, diffusion=diffusion)
+    _common.check_batch(x0)
+    _checks.positive_int("steps", steps)
     if not float(t0) < float(t1):
         raise ValueError(
             f"sample_sde integrates forward in time: need t0 < t1, got t0={t0}, "
             f"t1={t1}."
         )
-    if brownian not in ("increments", "tree"):
-        raise ValueError(f"brownian must be 'increments' or 'tree', got {brownian!r}.")
+    if brownian_tol is not None and brownian != "tree":
+        raise ValueError("brownian_tol applies only to brownian='tree'.")
+    brownian = _common.from_name(
+        "brownian", "brownian", brownian, AbstractBrownian, "an AbstractBrownian",
+        **({} if brownian_tol is None else {"tol": brownian_tol}),
+    )  # fmt: skip
     solver_obj = get_sde_solver(solver)
 
     x0 = jtu.tree_map(
@@ -346,51 +247,23 @@ def sample_sde(
             "for additive noise, but diffusion(t, x, args) depends on x. Use "
             "solver='euler_maruyama', or a diffusion of t only."
         )
-
-    dt0 = (float(t1) - float(t0)) / steps
-    tol = None
-    if brownian_tol is not None and brownian != "tree":
-        raise ValueError("brownian_tol applies only to brownian='tree'.")
-    if brownian == "tree":
-        tol = 0.5 * dt0 if brownian_tol is None else brownian_tol
-        if not tol > 0:
-            raise ValueError(f"brownian_tol must be positive, got {brownian_tol!r}.")
-        tol = jnp.asarray(tol, time_dtype)
-    if save_trajectory is False:
-        saveat = diffrax.SaveAt(t1=True)
-    else:
-        if save_trajectory is True:
-            n_save = steps + 1
-        elif isinstance(save_trajectory, int) and save_trajectory >= 2:
-            n_save = save_trajectory
-        else:
-            raise ValueError(
-                "save_trajectory must be a bool or an int >= 2, "
-                f"got {save_trajectory!r}."
-            )
-        saveat = diffrax.SaveAt(ts=jnp.linspace(t0, t1, n_save, dtype=time_dtype))
+    saveat = _common.save_at(save_trajectory, t0, t1, steps + 1, time_dtype)
 
     # Times and step are traced, so a new step count or time span reuses the
     # compiled solve; a new shape, solver, drift or diffusion function recompiles.
-    ts, ys, num_steps = _solve(
-        _BatchedDrift(drift),
-        batched_diffusion,
+    # max_steps is static: only more than _MAX_STEPS steps recompile.
+    terms = _SDETerms(
+        _BatchedDrift(drift), batched_diffusion, brownian, key, _levy_area(solver_obj)
+    )
+    times = (t0, t1, (float(t1) - float(t0)) / steps)
+    return _common.solve(
+        SDESolution,
+        terms,
         solver_obj,
-        key,
         x0,
         args,
-        jnp.asarray(t0, time_dtype),
-        jnp.asarray(t1, time_dtype),
-        jnp.asarray(dt0, time_dtype),
+        tuple(jnp.asarray(time, time_dtype) for time in times),
         saveat,
-        brownian,
-        tol,
-        max(steps, _MAX_STEPS),  # static: only more than _MAX_STEPS steps recompile
+        (diffrax.ConstantStepSize(), brownian.adjoint, max(steps, _MAX_STEPS)),
+        _drift_evaluations(solver_obj),
     )
-    per_step = _drift_evaluations_per_step(solver_obj)
-    nfe = num_steps * per_step if per_step > 0 else -jnp.ones_like(num_steps)
-    if save_trajectory is False:
-        final = jtu.tree_map(lambda y: y[0], ys)
-        return SDESolution(final, None, None, nfe, num_steps)
-    final = jtu.tree_map(lambda y: y[-1], ys)
-    return SDESolution(final, ts, ys, nfe, num_steps)

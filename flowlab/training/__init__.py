@@ -1,13 +1,23 @@
-"""Training: the state, the pure jitted step, meshes, optimisers, checkpoints, `fit`."""
+"""Training: the state, the pure step, `fit` and its callbacks, meshes, checkpoints."""
 
 from .allocator import retain_freed_memory
+from .callbacks import (
+    Callback,
+    Checkpoints,
+    MetricsFile,
+    ProgressBar,
+    Run,
+    Signals,
+    TensorBoard,
+    TrainingInterrupted,
+)
 from .checkpoint import (
     CheckpointCorruptWarning,
     Checkpointer,
     Restored,
     restore_checkpoint,
 )
-from .loop import FitResult, NonFiniteLossError, TrainingInterrupted, fit
+from .loop import FitResult, fit
 from .mesh import (
     DATA_AXIS,
     batch_sharding,
@@ -18,6 +28,12 @@ from .mesh import (
     state_sharding,
     to_local,
 )
+from .nonfinite import (
+    AbstractNonFinitePolicy,
+    NonFiniteLossError,
+    SkipNonFinite,
+    StopOnNonFinite,
+)
 from .optim import OPTIMIZERS, SCHEDULES, make_optimizer, make_schedule
 from .state import TrainState, init_state
 from .step import Coupling, make_train_step, split_batch
@@ -26,12 +42,22 @@ __all__ = [
     "DATA_AXIS",
     "OPTIMIZERS",
     "SCHEDULES",
+    "AbstractNonFinitePolicy",
+    "Callback",
     "CheckpointCorruptWarning",
     "Checkpointer",
+    "Checkpoints",
     "Coupling",
     "FitResult",
+    "MetricsFile",
     "NonFiniteLossError",
+    "ProgressBar",
     "Restored",
+    "Run",
+    "Signals",
+    "SkipNonFinite",
+    "StopOnNonFinite",
+    "TensorBoard",
     "TrainState",
     "TrainingInterrupted",
     "batch_sharding",

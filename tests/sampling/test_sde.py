@@ -364,6 +364,37 @@ def test_reverse_diffusion_sde_on_other_affine_paths(schedule):
 
 
 @pytest.mark.parametrize(
+    "schedule",
+    [
+        schedules.cond_ot(),
+        schedules.lipman_ot(),
+        schedules.polynomial(3),
+        schedules.cosine(),
+        schedules.linear_vp(),
+        VP,
+        schedules.ve(),
+        schedules.Schedule(lambda t: t**2, lambda t: 1 - t**2),
+    ],
+    ids=["cond_ot", "lipman_ot", "poly3", "cosine", "linear_vp", "vp", "ve", "custom"],
+)
+def test_default_diffusion_is_the_schedules_noise_level(schedule):
+    # The knowledge lives on the schedule: the default diffusion is exactly
+    # sqrt(2 schedule.diffusion_noise_level(t)), bit for bit.
+    sde = reverse_diffusion_sde(paths.AffinePath(schedule), _gaussian_velocity)
+    x = jnp.array([0.3, -2.0])
+    for t in (0.2, 0.6, 0.95, 1 - DELTA):
+        want = jnp.sqrt(2 * schedule.diffusion_noise_level(t))
+        np.testing.assert_array_equal(sde.diffusion(t, x, None), want)
+
+
+def test_default_vp_diffusion_is_finite_at_one():
+    # beta(1) = beta_min, where sigma * d_sigma is 0 * inf.
+    sde = reverse_diffusion_sde(VP_PATH, _gaussian_velocity)
+    g2 = sde.diffusion(1.0, jnp.zeros(2), None) ** 2
+    np.testing.assert_allclose(g2, VP.beta_min, rtol=1e-12)
+
+
+@pytest.mark.parametrize(
     "solver", ["euler_maruyama", pytest.param("shark", marks=pytest.mark.slow)]
 )
 def test_reverse_vp_sde_samples_the_data(solver):

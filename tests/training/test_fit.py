@@ -1,5 +1,6 @@
-"""`fit`: reproducibility, logging, checkpoints, non-finite losses, model quality."""
+"""`fit`: batches drive the run; reproducibility, logs, checkpoints, NaN stops."""
 
+import functools
 import json
 
 import chex
@@ -15,6 +16,7 @@ from flowlab.training import (
     NonFiniteLossError,
     init_state,
     make_optimizer,
+    make_train_step,
     restore_checkpoint,
 )
 
@@ -27,8 +29,9 @@ def _model(width=32, depth=2):
 LOSS = fl.FlowMatchingLoss(paths.AffinePath(schedules.cond_ot()))
 
 
-def _fit(steps=60, **kwargs):
-    model_fn, params = _model()
+def _fit(steps=60, params=None, **kwargs):
+    model_fn, init = _model()
+    params = init if params is None else params
     base = dict(
         source=data.Gaussian(2),
         target=data.Moons(),
@@ -100,10 +103,80 @@ def test_non_finite_loss_stops_with_step_and_keeps_last_checkpoint(tmp_path):
     assert all(bool(jnp.all(jnp.isfinite(x))) for x in leaves)
 
 
-def test_iterable_of_host_batches():
-    batches = (np.full((16, 2), i, np.float32) for i in range(100))
-    result = _fit(steps=10, target=batches, steps_per_call=4, batch_size=16)
-    assert int(result.state.step) == 10
+# Host batches: eight distinct batches of 16 rows from N((2, -1), 0.5^2 I), so a fit
+# that dropped, reordered or repeated a batch would reach different parameters. Two
+# calls of 4 steps: one compilation per run (a partial last call would add one).
+HOST_STEPS, HOST_ROWS, HOST_CALL = 8, 16, 4
+HOST_OPT = optax.adam(1e-2)
+
+
+def _host_batches():
+    rng = np.random.default_rng(5)
+    return [
+        rng.normal([2.0, -1.0], 0.5, (HOST_ROWS, 2)).astype(np.float32)
+        for _ in range(HOST_STEPS)
+    ]
+
+
+def _fit_host(steps=HOST_STEPS, **kwargs):
+    base = dict(
+        target=iter(_host_batches()),
+        steps=steps,
+        batch_size=HOST_ROWS,
+        steps_per_call=HOST_CALL,
+        optimizer=HOST_OPT,
+    )
+    return _fit(**(base | kwargs))
+
+
+@functools.cache
+def _full_host_run():
+    """The uninterrupted 8-step run on the host batches (shared by two tests)."""
+    return _fit_host()
+
+
+def test_host_batches_give_the_state_of_a_hand_written_loop():
+    """`fit` over an iterable equals one jitted `make_train_step` per batch, bitwise.
+
+    Each step draws from `fold_in(state.key, state.step)` (the step's docstring),
+    so the hand-written loop reproduces fit's keys by starting from the same root
+    key; fit fuses the steps into two calls of 4 (`lax.scan`), which changes no
+    arithmetic (measured: bitwise equal, float32). A fit that ignored, dropped,
+    reordered or repeated a batch, or drew other keys, would give other parameters.
+    """
+    result = _full_host_run()
+    model_fn, params = _model()
+    step = jax.jit(
+        make_train_step(
+            model_fn, LOSS, HOST_OPT, source=data.Gaussian(2), batch_size=HOST_ROWS
+        )
+    )
+    state = init_state(jax.random.key(3), params, HOST_OPT)
+    for batch in _host_batches():
+        state, _ = step(state, jnp.asarray(batch))
+    assert int(result.state.step) == int(state.step) == HOST_STEPS
+    chex.assert_trees_all_equal(result.state.params, state.params)
+    chex.assert_trees_all_equal(result.state.ema_params, state.ema_params)
+    chex.assert_trees_all_equal(result.state.opt_state, state.opt_state)
+    # And the batches did move the parameters (not a loop that both ignore).
+    assert not np.allclose(
+        jax.tree_util.tree_leaves(params)[0],
+        jax.tree_util.tree_leaves(state.params)[0],
+    )
+
+
+def test_resuming_on_host_batches_skips_the_consumed_ones():
+    """Continuing from step 4 on a fresh iterable skips its first 4 batches.
+
+    (`data_position` defaults to `state.step`.) Bitwise equal to the uninterrupted
+    run of `test_host_batches_give_the_state_of_a_hand_written_loop`; a fit that
+    restarted at the first batch would train on batches 0-3 twice and differ.
+    """
+    full = _full_host_run()
+    half = _fit_host(steps=HOST_CALL)
+    rest = _fit_host(state=half.state)
+    chex.assert_trees_all_equal(full.state.params, rest.state.params)
+    chex.assert_trees_all_equal(full.state.ema_params, rest.state.ema_params)
 
 
 @pytest.mark.parametrize(
@@ -138,22 +211,71 @@ def test_learns_a_shifted_gaussian():
     np.testing.assert_allclose(jnp.std(x, 0), jnp.array([s, s]), atol=0.1)
 
 
-def test_fit_does_not_consume_the_callers_arrays():
-    model_fn, params = _model()
-    _fit(steps=5, steps_per_call=5)
-    fl.fit(
-        model_fn,
-        params,
-        LOSS,
-        source=data.Gaussian(2),
-        target=data.Moons(),
-        key=jax.random.key(0),
-        steps=5,
-        batch_size=16,
-        steps_per_call=5,
-        progress=False,
+# Two point masses: x1 = c in every row of every batch.
+POINT_A, POINT_B = np.array([2.0, -1.0]), np.array([-1.5, 0.5])
+
+
+def _fit_point_mass(point):
+    """100 steps (2 calls of 50) on host batches of 64 copies of `point`."""
+    rows = np.broadcast_to(point.astype(np.float32), (64, 2))
+    return _fit(
+        steps=100,
+        target=(rows for _ in range(100)),
+        batch_size=64,
+        steps_per_call=50,
+        log_every=50,
+        optimizer=optax.adam(1e-2),
     )
-    # The step donates its state; the initial parameters must still be readable.
-    assert all(
-        bool(jnp.all(jnp.isfinite(x))) for x in jax.tree_util.tree_leaves(params)
+
+
+def _held_out_loss(model_fn, params, point):
+    """The Cond-OT loss on 1024 fresh `(x0, x1 = point)` pairs at a fixed key.
+
+    For a point mass the conditional target `point - x0` is a function of
+    `(t, x_t)`, so the exact field has loss 0: this measures the distance of the
+    model from the field of `point`.
+    """
+    x0 = data.Gaussian(2).sample(jax.random.key(8), 1024)
+    x1 = jnp.broadcast_to(jnp.asarray(point, x0.dtype), x0.shape)
+    return float(LOSS(model_fn, params, jax.random.key(7), x0, x1)[0])
+
+
+def test_the_loss_falls_and_the_field_follows_the_batches():
+    """Train on a point mass at A, and on one at B, from the same initialisation.
+
+    Measured (float32, these keys): the held-out loss falls from 3.49 at the
+    initialisation to 0.147 after 100 steps on A (B: 2.28 to 0.125), and the logged
+    training loss from 0.78 (steps 1-50) to 0.17 (steps 51-100) (B: 0.53 to 0.16).
+    Bounds: the trained loss below 0.5 (3x the measured values) and below a fifth
+    of the initial one; the logged loss at least halves. On B's path the exact
+    fields of A and B differ by (A - B) / (1 - t), so a model near A's field has a
+    loss on B of at least |A - B|^2 / 2 = 7.25 (measured: 26.5 for A's model on B,
+    22.4 for B's on A); bound 3. A fit that ignored its batches gives the two runs
+    the same field, which cannot pass both; one that trained on zeros instead
+    scores 12.5 on A and 7.4 on B (measured).
+    """
+    model_fn, params = _model()
+    runs = {"A": _fit_point_mass(POINT_A), "B": _fit_point_mass(POINT_B)}
+    for name, point, other in (("A", POINT_A, POINT_B), ("B", POINT_B, POINT_A)):
+        result = runs[name]
+        before = _held_out_loss(model_fn, params, point)
+        after = _held_out_loss(model_fn, result.state.params, point)
+        assert after < 0.5, (name, after)
+        assert after < before / 5, (name, before, after)
+        assert _held_out_loss(model_fn, result.state.params, other) > 3.0, name
+        logged = [record["loss"] for record in result.history]
+        assert logged[-1] < logged[0] / 2, (name, logged)
+
+
+def test_fit_does_not_consume_the_callers_arrays():
+    """The step donates its state; the caller's initial parameters stay intact."""
+    model_fn, params = _model()
+    copy = jax.tree_util.tree_map(np.array, params)
+    result = _fit(steps=5, params=params, steps_per_call=5)
+    # Readable (a donated array raises on access) and unchanged, bit for bit,
+    # although the run moved its own parameters.
+    chex.assert_trees_all_equal(params, copy)
+    assert not np.allclose(
+        jax.tree_util.tree_leaves(result.state.params)[0],
+        jax.tree_util.tree_leaves(copy)[0],
     )

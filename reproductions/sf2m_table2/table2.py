@@ -2,7 +2,7 @@ r"""Reproduce Tong et al. 2023 ([SF]²M), Table 2: 2-D W2 and normalised path en
 
 Tasks N→8gaussians, 8gaussians→moons, N→moons, N→scurve; methods I-CFM, OT-CFM,
 SB-CFM and FM (Lipman's σ_min path; Gaussian source only), with the paper's
-protocol (see `PROTOCOL` and docs/reproduction.md):
+protocol (see `PROTOCOL` and README.md beside this file):
 
 - data: torchcfm's generators (`flowlab.data`, checked against the originals in
   tests/data/test_torchcfm_generators.py) and its runner's S-curve (`PROTOCOL`'s
@@ -13,21 +13,20 @@ protocol (see `PROTOCOL` and docs/reproduction.md):
   1e-5, constant learning rate, no EMA, batch 512, 19,532 steps (1000 epochs of
   10k / 512), t ~ U(0, 1);
 - evaluation: 100 Euler steps from the 10k evaluation source points; W2 is the exact
-  OT distance (POT's network simplex when importable, else scipy's assignment)
-  between the 10k samples and the 10k test points; the path energy
-  $E\int_0^1\|v(t, x_t)\|^2dt$ is integrated along the same Euler steps and
-  $\mathrm{NPE} = |PE - W_2^2(q_0, q_1)| / W_2^2(q_0, q_1)$, with $W_2(q_0, q_1)$ the
-  exact OT distance between the evaluation source points and the test points.
+  OT distance (`flowlab.metrics.wasserstein2`) between the 10k samples and the 10k
+  test points; the path energy $E\int_0^1\|v(t, x_t)\|^2dt$ is integrated along the
+  same Euler steps and $\mathrm{NPE} = |PE - W_2^2(q_0, q_1)| / W_2^2(q_0, q_1)$,
+  with $W_2(q_0, q_1)$ the exact OT distance between the evaluation source points
+  and the test points.
 
 Every (task, method, seed) result is written as one JSON file the moment it
 finishes, and results already on disk are skipped, so the 75-run table can be
-completed over several sessions; `--table` rebuilds the markdown table from
-whatever results exist (a partial table says so in its first line).
+completed over several sessions; `--table` rebuilds every table of README.md and
+docs/reproduction.md from whatever results exist (a partial table says so).
 
-    python benchmarks/sf2m_table2.py [--tasks ...] [--methods ...] [--seeds 0 1 ...]
-        [--steps N] [--n-eval N] [--out DIR] [--force]
-    python benchmarks/sf2m_table2.py --table
-    python benchmarks/sf2m_table2.py --compare-w2   # time POT against scipy once
+    python -m reproductions.sf2m_table2.table2 [--tasks ...] [--methods ...]
+        [--seeds 0 1 ...] [--steps N] [--n-eval N] [--out DIR] [--force]
+    python -m reproductions.sf2m_table2.table2 --table
 """
 
 import argparse
@@ -44,13 +43,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks import _common as common
 from flowlab import data, losses, metrics, models
 from flowlab.run import write_atomic
 from flowlab.training import fit, make_optimizer
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # also as a script
-from benchmarks import _common as common
-from benchmarks._sf2m_protocol import (
+from .protocol import (
     DEFAULT_OUT,
     HERE,
     METHODS,
@@ -64,14 +62,8 @@ from benchmarks._sf2m_protocol import (
     result_path,
     same_data,
 )
-from benchmarks._sf2m_protocol import sampler as _sampler
-from benchmarks._sf2m_report import (
-    build_table,
-    load_results,
-    summarise,
-    verdict,
-    write_table,
-)
+from .protocol import sampler as _sampler
+from .report import build_table, load_results, summarise, verdict, write_tables
 
 __all__ = [  # the protocol and the report, re-exported for scripts and tests
     "DEFAULT_OUT",
@@ -82,54 +74,18 @@ __all__ = [  # the protocol and the report, re-exported for scripts and tests
     "TASKS",
     "build_table",
     "cells",
-    "compare_w2",
     "load_results",
     "main",
     "result_path",
     "run_one",
     "same_data",
     "summarise",
+    "training_setup",
     "verdict",
-    "wasserstein2",
-    "write_table",
+    "write_tables",
 ]
 
-# ---------------------------------------------------------------------------------
-# Exact W2
-# ---------------------------------------------------------------------------------
-
-
-def w2_backends() -> list[str]:
-    """Exact W2 solvers available, fastest first: POT's `emd2`, then scipy."""
-    _, reason = common.optional_module("ot")
-    return (["pot"] if reason is None else []) + ["scipy"]
-
-
-def wasserstein2(x, y, backend: str | None = None) -> tuple[float, str]:
-    """Exact W2 between two equal-size point sets and the backend that solved it.
-
-    `pot`: POT's network simplex (`ot.emd2`, uniform weights, squared-Euclidean
-    cost in float64) with an iteration cap high enough that it ends optimal (it
-    raises if it does not); `scipy`: `flowlab.metrics.wasserstein2`.
-    """
-    backend = backend or w2_backends()[0]
-    if backend == "scipy":
-        return metrics.wasserstein2(x, y), backend
-    if backend != "pot":
-        raise ValueError(f"unknown W2 backend {backend!r}; expected 'pot' or 'scipy'.")
-    import ot
-
-    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-    if x.shape != y.shape:
-        raise ValueError(f"x and y must have the same shape, got {x.shape}, {y.shape}.")
-    n = x.shape[0]
-    weights = np.full(n, 1.0 / n)
-    cost = ot.dist(x, y, metric="sqeuclidean")
-    value, log = ot.emd2(weights, weights, cost, numItermax=10**9, log=True)
-    if log.get("warning"):
-        raise RuntimeError(f"POT's emd2 did not reach the optimum: {log['warning']}")
-    return float(np.sqrt(max(value, 0.0))), backend
-
+W2_BACKEND = "flowlab.metrics"  # records before the move to it say "pot"
 
 # ---------------------------------------------------------------------------------
 # One result
@@ -246,7 +202,6 @@ def run_one(
     n_eval: int = PROTOCOL["n_eval"],
     n_train: int = PROTOCOL["n_train"],
     out: Path | None = None,
-    w2_backend: str | None = None,
     steps_per_call: int = STEPS_PER_CALL,
     coupling_reps: int = 50,
     reference_w2: float | None = None,
@@ -318,16 +273,16 @@ def run_one(
     x1 = jax.block_until_ready(x1)
     sample_seconds = time.perf_counter() - t1
     t2 = time.perf_counter()
-    w2, backend = wasserstein2(x1, test, w2_backend)
+    w2 = metrics.wasserstein2(x1, test)
     w2_seconds = time.perf_counter() - t2
     ref_seconds = 0.0
     if reference_w2 is None:
         t3 = time.perf_counter()
-        reference_w2, _ = wasserstein2(x0, test, backend)
+        reference_w2 = metrics.wasserstein2(x0, test)
         ref_seconds = time.perf_counter() - t3
     # The least energy of any flow between the flow's own endpoints: NPE against
     # it measures only how far the paths are from straight, optimal ones.
-    w2_own, _ = wasserstein2(x0, x1, backend)
+    w2_own = metrics.wasserstein2(x0, x1)
     eval_seconds = time.perf_counter() - t1
     energy = float(energy)
     history = result.history
@@ -345,7 +300,7 @@ def run_one(
         "w2_source_target": reference_w2,
         "w2_source_samples": w2_own,
         "npe_own_endpoints": metrics.normalized_path_energy(energy, w2_own),
-        "w2_backend": backend,
+        "w2_backend": W2_BACKEND,
         "finite_samples": bool(np.all(np.isfinite(np.asarray(x1)))),
         "final_loss": history[-1]["loss"] if history else None,
         "loss_curve": [[r["step"], r["loss"]] for r in history],
@@ -376,8 +331,6 @@ def run_one(
 
 
 # ---------------------------------------------------------------------------------
-
-
 # Command line
 # ---------------------------------------------------------------------------------
 
@@ -395,20 +348,8 @@ def _reference_w2(out: Path, task: str, seed: int, n_eval: int) -> float | None:
     return None
 
 
-def compare_w2(n: int = PROTOCOL["n_eval"]) -> dict[str, Any]:
-    """Time every exact W2 backend on one case (N(0, I) vs moons, n points each)."""
-    x = data.Gaussian(2).sample(jax.random.key(0), n)
-    y = data.Moons().sample(jax.random.key(1), n)
-    report = {"n": n, "machine": common.machine_info()}
-    for backend in w2_backends():
-        t0 = time.perf_counter()
-        value, _ = wasserstein2(x, y, backend)
-        report[backend] = {"w2": value, "seconds": time.perf_counter() - t0}
-    return report
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the missing results (or rebuild the table with `--table`)."""
+    """Run the missing results (or rebuild the tables with `--table`)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
@@ -416,23 +357,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=PROTOCOL["steps"])
     parser.add_argument("--n-eval", type=int, default=PROTOCOL["n_eval"])
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    parser.add_argument("--w2-backend", choices=("pot", "scipy"), default=None)
     parser.add_argument("--force", action="store_true", help="redo existing results")
-    parser.add_argument("--table", action="store_true", help="only rebuild the table")
     parser.add_argument(
-        "--compare-w2", action="store_true", help="time POT and scipy W2 once"
+        "--table", action="store_true", help="only rebuild the tables from the records"
     )
     args = parser.parse_args(argv)
     if args.steps < 1 or args.n_eval < 2:
         parser.error("--steps must be >= 1 and --n-eval >= 2")
-    if args.compare_w2:
-        report = compare_w2(args.n_eval)
-        args.out.mkdir(parents=True, exist_ok=True)
-        write_atomic(args.out / "w2_backends.json", json.dumps(report, indent=1) + "\n")
-        print(json.dumps({k: v for k, v in report.items() if k != "machine"}))
-        return 0
     if args.table:
-        print(write_table(args.out))
+        print(write_tables()["table2"])
         return 0
     todo = [
         (task, method, seed)
@@ -450,7 +383,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             steps=args.steps,
             n_eval=args.n_eval,
             out=args.out,
-            w2_backend=args.w2_backend,
             reference_w2=_reference_w2(args.out, task, seed, args.n_eval),
             git=git,
         )
@@ -461,10 +393,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"eval {r['eval_seconds']:.0f} s",
             flush=True,
         )
-        if args.out == DEFAULT_OUT:
-            write_table(args.out)
-    if args.out == DEFAULT_OUT:
-        write_table(args.out)
+        if args.out == DEFAULT_OUT:  # a killed run still leaves its tables
+            write_tables()
     return 0
 
 

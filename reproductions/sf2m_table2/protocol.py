@@ -1,7 +1,7 @@
 """The [SF]²M Table 2 protocol: settings, tasks, methods, published values, data.
 
-Shared by `sf2m_table2.py` (training and evaluation), `_sf2m_report.py` (the
-table) and `sf2m_checkpoints.py`.
+Shared by `table2.py` (training and evaluation), `report.py` (the tables),
+`checkpoints.py` and `torchcfm_peer.py`.
 """
 
 from collections.abc import Callable, Sequence
@@ -11,9 +11,11 @@ from typing import Any, NamedTuple
 from flowlab import couplings, data, paths, schedules
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-DEFAULT_OUT = HERE / "results" / "sf2m_table2"
-TABLE = HERE / "results" / "sf2m_table2.md"
+ROOT = HERE.parents[1]  # the repository
+RESULTS = HERE / "results"
+DEFAULT_OUT = RESULTS / "table2"  # one JSON per (task, method, seed)
+README = HERE / "README.md"  # the tables' home, between markers
+DOCS_PAGE = ROOT / "docs" / "reproduction.md"  # the same tables on the docs site
 
 PROTOCOL = {
     "n_train": 10_000,

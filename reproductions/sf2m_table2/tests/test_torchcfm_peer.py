@@ -1,17 +1,14 @@
-"""benchmarks/sf2m_torchcfm.py: torchcfm's code on the very arrays flowlab trains on."""
+"""torchcfm_peer.py: torchcfm's code on the very arrays flowlab trains on."""
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from sf2m_records import fake_result  # noqa: E402
-
-from benchmarks import sf2m_table2 as table2  # noqa: E402
-from benchmarks import sf2m_torchcfm as peer  # noqa: E402
+from flowlab import metrics
+from reproductions.sf2m_table2 import table2
+from reproductions.sf2m_table2 import torchcfm_peer as peer
+from reproductions.sf2m_table2.tests.records import fake_result
 
 
 def test_arrays_are_flowlabs():
@@ -38,14 +35,14 @@ def test_run_writes_a_result(method, tmp_path):
     file = table2.result_path(tmp_path, "8gaussians_moons", method, 0)
     r = json.loads(file.read_text())
     assert r["matcher"] == peer.MATCHERS[method]
-    assert (r["steps"], r["n_eval"], r["w2_backend"]) == (3, 64, "pot")
+    assert (r["steps"], r["n_eval"], r["w2_backend"]) == (3, 64, "flowlab.metrics")
     assert len(r["loss_curve"]) == 2
     assert r["w2"] > 0
     # Euler's energy bounds W2^2 between the flow's own endpoints (Cauchy-Schwarz).
     assert r["path_energy"] >= r["w2_source_samples"] ** 2 * (1 - 1e-6)
-    reference = table2.wasserstein2(
+    reference = metrics.wasserstein2(
         *(peer._arrays("8gaussians_moons", 0, 64)[k] for k in ("eval_source", "test"))
-    )[0]
+    )
     assert r["w2_source_target"] == pytest.approx(reference, rel=1e-12)
     assert r["npe"] == pytest.approx(abs(r["path_energy"] / reference**2 - 1))
 

@@ -1,14 +1,10 @@
 """Fake [SF]²M Table 2 result records, for the table builders' tests."""
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks import sf2m_table2 as table2  # noqa: E402
+from reproductions.sf2m_table2 import table2
 
 
 def fake_result(task: str, method: str, seed: int, w2: float, npe: float = 0.05):
-    """A full-protocol result of `sf2m_table2.run_one`'s shape, on today's data."""
+    """A full-protocol result of `table2.run_one`'s shape, on today's data."""
     return {
         "task": task,
         "method": method,

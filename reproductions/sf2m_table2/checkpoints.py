@@ -1,16 +1,17 @@
 """Does testing the best checkpoint, or shuffling epochs, change [SF]²M Table 2's W2?
 
 torchcfm's experiment runner validates every 10 epochs and tests its best
-checkpoint, and draws minibatches by shuffling each epoch; `sf2m_table2.py`
+checkpoint, and draws minibatches by shuffling each epoch; `table2.py`
 tests the last checkpoint and draws minibatches with replacement. This script
 trains one (task, method, seed) of that protocol, 100 calls of 195 steps (10
 epochs each), and after each call measures W2 between 2,000 samples and 2,000
 held-out validation points. At the end it reports the test W2 (10,000 samples
-against the 10,000 test points of `sf2m_table2.py`) of the last checkpoint and of
-the checkpoint with the lowest validation W2.
+against the 10,000 test points of `table2.py`) of the last checkpoint and of
+the checkpoint with the lowest validation W2. Every W2 is
+`flowlab.metrics.wasserstein2`.
 
-    python benchmarks/sf2m_checkpoints.py normal_moons icfm 0 [--shuffle]
-        [--out benchmarks/results/sf2m_checkpoints]
+    python -m reproductions.sf2m_table2.checkpoints normal_moons icfm 0 [--shuffle]
+        [--out reproductions/sf2m_table2/results/checkpoints]
 """
 
 import argparse
@@ -27,8 +28,7 @@ from flowlab import metrics
 from flowlab.run import write_atomic
 from flowlab.training import init_state, make_optimizer, make_train_step
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # also as a script
-from benchmarks import sf2m_table2 as table2
+from . import table2
 
 CALLS, STEPS = 100, 195  # 100 validations, every 10 epochs of 10,000 / 512
 N_VAL = 2_000
@@ -66,7 +66,7 @@ def run(task: str, method: str, seed: int, shuffle: bool) -> dict:
             coupling=setup.coupling,
             ema_decay=0.0,
             steps_per_call=STEPS,
-            skip_nonfinite=True,
+            on_nonfinite=table2.SKIP_NONFINITE,
         ),
         donate_argnums=0,
     )
@@ -84,7 +84,7 @@ def run(task: str, method: str, seed: int, shuffle: bool) -> dict:
         x1, _ = metrics.path_energy(
             table2._velocity, val_x0, state.params, solver="euler", steps=100
         )
-        w2, _ = table2.wasserstein2(x1, val_x1)
+        w2 = metrics.wasserstein2(x1, val_x1)
         curve.append([int(state.step), w2])
         if w2 < best[0]:
             best = (
@@ -98,7 +98,7 @@ def run(task: str, method: str, seed: int, shuffle: bool) -> dict:
     tested = {}
     for name, p in (("last", state.params), ("best_validation", best[2])):
         x1, _ = metrics.path_energy(table2._velocity, x0, p, solver="euler", steps=100)
-        tested[name] = table2.wasserstein2(x1, test)[0]
+        tested[name] = metrics.wasserstein2(x1, test)
     return {
         "task": task,
         "method": method,
@@ -120,7 +120,7 @@ def main(argv=None) -> int:
     parser.add_argument("seed", type=int)
     parser.add_argument("--shuffle", action="store_true")
     parser.add_argument(
-        "--out", type=Path, default=table2.HERE / "results" / "sf2m_checkpoints"
+        "--out", type=Path, default=table2.HERE / "results" / "checkpoints"
     )
     args = parser.parse_args(argv)
     r = run(args.task, args.method, args.seed, args.shuffle)

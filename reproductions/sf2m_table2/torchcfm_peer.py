@@ -1,13 +1,13 @@
-"""[SF]²M Table 2 with torchcfm's own code, on exactly the data `sf2m_table2.py` uses.
+"""[SF]²M Table 2 with torchcfm's own code, on exactly the data `table2.py` uses.
 
 Where flowlab misses a published Table 2 value, is it flowlab or the protocol? This
-script trains one (task, method, seed) of `sf2m_table2.py`'s protocol with
+script trains one (task, method, seed) of `table2.py`'s protocol with
 torchcfm's classes instead of flowlab's:
 
 - data: the same arrays as flowlab's run of that (task, seed) (its training points,
-  evaluation source points and test points, from `sf2m_table2.training_setup`);
+  evaluation source points and test points, from `table2.training_setup`);
   a Gaussian source is drawn fresh each step with `torch.randn`, target (and data
-  source) minibatches are drawn with replacement, as in `sf2m_table2.py`;
+  source) minibatches are drawn with replacement, as in `table2.py`;
 - method: `ConditionalFlowMatcher(sigma=0.1)` (I-CFM) or
   `ExactOptimalTransportConditionalFlowMatcher(sigma=0.1)` (OT-CFM: POT's exact
   plan, pairs then drawn from the plan with replacement, torchcfm's way);
@@ -15,19 +15,20 @@ torchcfm's classes instead of flowlab's:
   SELU), `torch.optim.AdamW(lr=1e-3, weight_decay=1e-5)`, batch 512, 19,532 steps;
 - evaluation: 100 Euler steps from the evaluation source points with the kinetic
   energy summed along them, W2 to the test points and NPE computed by
-  `sf2m_table2.wasserstein2` and `flowlab.metrics.normalized_path_energy`, as there.
+  `flowlab.metrics.wasserstein2` and `flowlab.metrics.normalized_path_energy`, as
+  there.
 
 torch runs with one thread; results go to one JSON per (task, method, seed).
 
-    python benchmarks/sf2m_torchcfm.py TASK METHOD SEED [--steps N] [--out DIR]
-    python benchmarks/sf2m_torchcfm.py --table [--out DIR]
+    python -m reproductions.sf2m_table2.torchcfm_peer TASK METHOD SEED [--steps N]
+        [--out DIR]
+    python -m reproductions.sf2m_table2.torchcfm_peer --table  # = table2 --table
 
 Needs the benchmark peers (`bash benchmarks/install_peers.sh`).
 """
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -35,15 +36,17 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks import _common as common
 from flowlab import metrics
 from flowlab.run import write_atomic
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # also as a script
-from benchmarks import _common as common  # noqa: E402
-from benchmarks import sf2m_table2 as table2  # noqa: E402
+from . import table2
+from .report import build_torchcfm_table as build_table
+from .report import write_tables
 
-DEFAULT_OUT = table2.HERE / "results" / "sf2m_torchcfm"
-TABLE = table2.HERE / "results" / "sf2m_torchcfm.md"
+__all__ = ["DEFAULT_OUT", "MATCHERS", "build_table", "main", "run"]
+
+DEFAULT_OUT = table2.HERE / "results" / "torchcfm"
 MATCHERS = {
     "icfm": "ConditionalFlowMatcher",
     "otcfm": "ExactOptimalTransportConditionalFlowMatcher",
@@ -135,9 +138,9 @@ def run(
     train_seconds = time.perf_counter() - t0
     x0 = tensor(arrays["eval_source"])
     x1, energy = _euler_energy(torch, model, x0, p["solver_steps"])
-    w2, backend = table2.wasserstein2(x1.numpy(), arrays["test"])
-    reference, _ = table2.wasserstein2(arrays["eval_source"], arrays["test"], backend)
-    own, _ = table2.wasserstein2(arrays["eval_source"], x1.numpy(), backend)
+    w2 = metrics.wasserstein2(x1.numpy(), arrays["test"])
+    reference = metrics.wasserstein2(arrays["eval_source"], arrays["test"])
+    own = metrics.wasserstein2(arrays["eval_source"], x1.numpy())
     return {
         "task": task,
         "method": method,
@@ -148,7 +151,7 @@ def run(
         "w2_source_target": reference,
         "w2_source_samples": own,
         "npe_own_endpoints": metrics.normalized_path_energy(energy, own),
-        "w2_backend": backend,
+        "w2_backend": table2.W2_BACKEND,
         "loss_curve": losses,
         "train_seconds": train_seconds,
         "steps": steps,
@@ -160,74 +163,6 @@ def run(
     }
 
 
-def _f3(value: float | None) -> str:
-    return "–" if value is None else f"{value:.3f}"
-
-
-def _mean(records: list[dict | None], key: str) -> float | None:
-    """Mean of `key` over `records`; None if any record is missing."""
-    if not records or any(r is None for r in records):
-        return None
-    return statistics.fmean(r[key] for r in records)
-
-
-def build_table(peer: list[dict], flowlab: list[dict]) -> str:
-    """Per (task, method): torchcfm's and flowlab's means on the seeds both have."""
-    full = table2.PROTOCOL["steps"], table2.PROTOCOL["n_eval"]
-    ours = {
-        (r["task"], r["method"], r["seed"]): r
-        for r in flowlab
-        if (r["steps"], r["n_eval"]) == full and table2.same_data(r, r["task"])
-    }
-    rows = []
-    for task, method in table2.cells(methods=tuple(MATCHERS)):
-        mine = [
-            r
-            for r in peer
-            if (r["task"], r["method"]) == (task, method)
-            and (r["steps"], r["n_eval"]) == full
-            and table2.same_data(r, task)
-        ]
-        if not mine:
-            continue
-        seeds = sorted(r["seed"] for r in mine)
-        both = [ours.get((task, method, s)) for s in seeds]
-        pub = table2.PUBLISHED.get((method, task))
-
-        rows.append(
-            [
-                table2.METHODS[method].label,
-                table2.TASKS[task].label,
-                ", ".join(map(str, seeds)),
-                _f3(_mean(mine, "w2")),
-                _f3(_mean(both, "w2")),
-                f"{pub[0]:.3f} ± {pub[1]:.3f}" if pub else "—",
-                _f3(_mean(mine, "npe")),
-                _f3(_mean(both, "npe")),
-                f"{pub[2]:.3f}" if pub else "—",
-            ]
-        )
-    headers = [
-        "method",
-        "task",
-        "seeds",
-        "W2 torchcfm",
-        "W2 flowlab",
-        "W2 published",
-        "NPE torchcfm",
-        "NPE flowlab",
-        "NPE published",
-    ]
-    return (
-        "# [SF]²M Table 2: torchcfm's code on flowlab's data\n\n"
-        "`benchmarks/sf2m_torchcfm.py`: torchcfm's matchers, MLP and AdamW on the "
-        "same arrays and protocol as `sf2m_table2.py`; flowlab's column is the mean "
-        "of its Table 2 results on the same seeds.\n\n"
-        + common.markdown_table(headers, rows)
-        + "\n"
-    )
-
-
 def main(argv=None) -> int:
     """Run one (task, method, seed) and write its JSON, or rebuild the table."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -237,14 +172,12 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=table2.PROTOCOL["steps"])
     parser.add_argument("--n-eval", type=int, default=table2.PROTOCOL["n_eval"])
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    parser.add_argument("--table", action="store_true", help="only rebuild the table")
+    parser.add_argument(
+        "--table", action="store_true", help="only rebuild the tables from the records"
+    )
     args = parser.parse_args(argv)
     if args.table:
-        text = build_table(
-            table2.load_results(args.out), table2.load_results(table2.DEFAULT_OUT)
-        )
-        write_atomic(TABLE, text)
-        print(text)
+        print(write_tables()["torchcfm"])
         return 0
     if args.task is None or args.method is None or args.seed is None:
         parser.error("TASK, METHOD and SEED are required (or --table)")

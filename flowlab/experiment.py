@@ -1,0 +1,154 @@
+"""A run's parts from a `TrainConfig`: every name of the config becomes an object here.
+
+Names go through `flowlab.registry` (data sets, schedules, time samplers,
+couplings, optimisers, precisions, solvers), and every error names the config key
+it came from, before any file is written.
+"""
+
+import dataclasses
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from . import data, losses, models, paths, registry
+from .config import ConfigError, CouplingArgsConfig, TrainConfig, to_dict
+from .training import make_optimizer
+
+__all__ = ["Experiment", "build", "run_keys"]
+
+
+class Experiment(NamedTuple):
+    """Everything a run is made of, built (and validated) from a `TrainConfig`."""
+
+    config: TrainConfig
+    source: data.AbstractSampler
+    target: data.AbstractSampler
+    loss: losses.AbstractLoss
+    model_fn: Any
+    params: Any
+    optimizer: Any
+    lr_fn: Any
+    coupling: Any
+
+
+def _named(key: str, fn, *args, **kwargs):
+    """Call `fn`, reporting its ValueError/TypeError as a ConfigError on `key`."""
+    try:
+        return fn(*args, **kwargs)
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"{key}: {err}") from err
+
+
+def _check_values(config: TrainConfig) -> None:
+    for key in (
+        "steps",
+        "batch_size",
+        "steps_per_call",
+        "log_every",
+        "checkpoint_every",
+    ):
+        value = getattr(config, key)
+        if value < 1:
+            raise ConfigError(f"config key {key!r} must be >= 1, got {value}.")
+    if config.data.n_train < 0 or config.data.n_test < 2:
+        raise ConfigError("data.n_train must be >= 0 and data.n_test >= 2.")
+    if config.sample.n < 1:
+        raise ConfigError(f"sample.n must be >= 1, got {config.sample.n}.")
+    for key, kind in (
+        ("precision", "precision"),
+        ("on_nonfinite", "nonfinite"),
+        ("sample.solver", "ode_solver"),
+    ):
+        value = config
+        for part in key.split("."):
+            value = getattr(value, part)
+        if value not in registry.table(kind):
+            raise ConfigError(
+                f"{key} must be one of {list(registry.names(kind))}, got {value!r}."
+            )
+    if config.micro_batches < 1 or config.keep_checkpoints < 1:
+        raise ConfigError("micro_batches and keep_checkpoints must be >= 1.")
+    if config.devices is not None and config.devices < 1:
+        raise ConfigError(f"devices must be >= 1, got {config.devices}.")
+
+
+def _coupling(config: TrainConfig):
+    """The coupling `config.coupling` with `coupling_args`; errors name the key."""
+    name = config.coupling
+    args = {k: v for k, v in to_dict(config.coupling_args).items() if v is not None}
+    _named("coupling", registry.lookup, "coupling", name)  # an unknown name
+    known = registry.accepted(
+        "coupling", name, {f.name: None for f in dataclasses.fields(CouplingArgsConfig)}
+    )
+    for key, value in args.items():
+        if key not in known:
+            hint = f"; it takes {', '.join(known)}" if known else ""
+            raise ConfigError(
+                f"coupling_args.{key}: coupling {name!r} has no argument {key!r}"
+                f"{hint or '; it takes no coupling_args'}."
+            )
+        _named(f"coupling_args.{key}", registry.build, "coupling", name, **{key: value})
+    return _named("coupling_args", registry.build, "coupling", name, **args)
+
+
+def build(config: TrainConfig) -> Experiment:
+    """Build and validate every part of a run (no files are touched)."""
+    _check_values(config)
+    target = _named("data.target", registry.build, "data", config.data.target)
+    source_kwargs = registry.accepted(
+        "data", config.data.source, {"dim": target.event_shape[0]}
+    )
+    source = _named(
+        "data.source", registry.build, "data", config.data.source, **source_kwargs
+    )
+    if source.event_shape != target.event_shape:
+        raise ConfigError(
+            f"data.source draws shape {source.event_shape} but data.target "
+            f"{target.event_shape}."
+        )
+    p = config.path
+    _named("path.schedule", registry.lookup, "schedule", p.schedule)
+    settings = registry.accepted("schedule", p.schedule, to_dict(p))
+    settings.pop("schedule", None)
+    schedule = _named(
+        "path.schedule", registry.build, "schedule", p.schedule, **settings
+    )
+    sampler = _named(
+        "time_sampler", registry.build, "time_sampler", config.time_sampler
+    )
+    loss = _named(
+        "prediction",
+        losses.FlowMatchingLoss,
+        paths.AffinePath(schedule),
+        prediction=config.prediction,
+        time_sampler=sampler,
+    )
+    m = config.model
+    module = models.MLP(m.width, m.depth, m.activation, m.time_embedding, m.time_dim)
+    init_key = jax.random.fold_in(jax.random.key(config.seed), 1)
+    example = jnp.zeros(target.event_shape)
+    model_fn, params_ = _named("model", models.init_model, module, init_key, example)
+    o = config.optim
+    optimizer, lr_fn = _named(
+        "optim",
+        make_optimizer,
+        o.name,
+        o.lr,
+        weight_decay=o.weight_decay,
+        schedule=o.schedule,
+        total_steps=config.steps,
+        warmup_steps=o.warmup_steps,
+        grad_clip=o.grad_clip,
+    )
+    coupling = _coupling(config)
+    return Experiment(
+        config, source, target, loss, model_fn, params_, optimizer, lr_fn, coupling
+    )
+
+
+def run_keys(config: TrainConfig) -> dict[str, jax.Array]:
+    """The run's keys: `train` (the root of the steps), `data`, `test`, `sample`."""
+    root = jax.random.key(config.seed)
+    names = ("train", "data", "test", "sample")
+    return dict(zip(names, jax.random.split(root, len(names)), strict=True))
