@@ -1,6 +1,7 @@
 """The `flowlab` command line, end to end on a tiny run."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,10 @@ import jax
 import numpy as np
 import pytest
 
+import flowlab as fl
+from flowlab import metrics, run
 from flowlab.cli import main
+from flowlab.experiment import run_keys
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -78,20 +82,67 @@ def test_sample_same_seed_same_samples(run_dir, tmp_path):
     assert not np.allclose(xa, xc)
 
 
+def _velocity(exp):
+    """The run's field `v(t, x, params)`, as `flowlab sample` integrates it."""
+    return lambda t, x, params: exp.model_fn(params, t, x, None)
+
+
 def test_sample_with_another_solver(run_dir, tmp_path):
+    """`--solver rk4 --steps 5` are the solve's: the samples are `sample_ode`'s.
+
+    The reference integrates the same start (`--seed 0` is the default) from the
+    newest checkpoint's EMA parameters with flowlab.sample_ode. Tolerance 1e-5:
+    float32, the same computation. Other solvers or step counts (the config's
+    Euler with 20 steps, RK4 with 4) move the samples by far more (checked).
+    """
     out = tmp_path / "rk4.npy"
     args = ["sample", str(run_dir), "--n", "32", "--solver", "rk4", "--steps", "5"]
     assert main([*args, "--out", str(out)]) == 0
-    assert np.load(out).shape == (32, 2)
+    x = np.load(out)
+    assert x.shape == (32, 2)
+    exp, state = run.load_run(run_dir)
+    x0 = exp.source.sample(jax.random.key(0), 32)
+    v = _velocity(exp)  # one function: the compiled solve is reused across steps
+
+    def solve(solver, steps):
+        return np.asarray(
+            fl.sample_ode(v, x0, state.ema_params, solver=solver, steps=steps).x
+        )
+
+    np.testing.assert_allclose(x, solve("rk4", 5), rtol=1e-5, atol=1e-5)
+    for solver, steps in [("euler", 20), ("rk4", 4)]:
+        assert np.max(np.abs(x - solve(solver, steps))) > 1e-3, (solver, steps)
 
 
-def test_eval_recomputes_the_summary(run_dir):
-    assert main(["eval", str(run_dir)]) == 0
-    result = json.loads((run_dir / "eval.json").read_text())
+def test_eval_recomputes_the_summary(run_dir, tmp_path):
+    """`eval` recomputes the metrics from the checkpoint, without summary.json.
+
+    Run on a copy of the run without its summary.json; its numbers equal the
+    summary's and a recomputation from the newest checkpoint: the EMA samples
+    from the run's `sample` key, against the held-out points of its `test` key
+    (`flowlab.experiment.run_keys`), with `flowlab.metrics`.
+    """
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    (copy / "summary.json").unlink()
+    assert main(["eval", str(copy)]) == 0
+    result = json.loads((copy / "eval.json").read_text())
     summary = json.loads((run_dir / "summary.json").read_text())
     assert result["step"] == 120
     # Same checkpoint, same keys, same solver: the same metric.
     assert result["w2"] == pytest.approx(summary["w2"], rel=1e-6)
+    exp, state = run.load_run(copy)
+    keys = run_keys(exp.config)
+    n = exp.config.data.n_test
+    test = exp.target.sample(keys["test"], n)
+    x0 = exp.source.sample(keys["sample"], n)
+    x = fl.sample_ode(_velocity(exp), x0, state.ema_params, solver="euler", steps=20)
+    assert result["nfe"] == int(x.nfe) == 20
+    assert result["n_eval"] == n == 200
+    # The same float32 samples; W2 (exact assignment) and MMD are then computed
+    # in float64 from them, so the only difference is the samples' rounding.
+    assert result["w2"] == pytest.approx(metrics.wasserstein2(x.x, test), rel=1e-6)
+    assert result["mmd"] == pytest.approx(float(metrics.mmd(x.x, test)), rel=1e-5)
 
 
 @pytest.mark.parametrize(

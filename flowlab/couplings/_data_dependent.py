@@ -40,6 +40,9 @@ __all__ = [
 ]
 
 
+_Event = Float[Array, "*event"]
+
+
 def _split_x1(x1: PyTree) -> tuple[Array, Any]:
     """`(points, cond)` from `x1` given as points or as a pair `(points, cond)`."""
     if isinstance(x1, tuple | list):
@@ -71,25 +74,30 @@ class AbstractDataDependent(AbstractCoupling):
 
     noise_scale: eqx.AbstractVar[float]
     repairs_rows: ClassVar[bool] = False
+    condition: eqx.AbstractClassVar[str]  # what the condition is, for messages
 
     @abc.abstractmethod
-    def draw(self, key: PRNGKeyArray, x1: Float[Array, "*event"]) -> Array:
+    def draw(self, key: PRNGKeyArray, x1: _Event) -> Array:
         """The condition $c$ of one training row (e.g. a random mask)."""
 
     @abc.abstractmethod
-    def base(
-        self,
-        zeta: Float[Array, "*event"],
-        x1: Float[Array, "*event"] | None,
-        c: Array,
-    ) -> Float[Array, "*event"]:
+    def base(self, zeta: _Event, x1: _Event | None, c: Array) -> _Event:
         """The base sample $x_0$ of one row from the noise, the data and $c$."""
 
     @abc.abstractmethod
+    def cast_condition(self, c: Array, dtype: Any) -> Array:
+        """A batch of conditions `(n, *event)` as the model receives it."""
+
     def check_condition(
         self, c: Array, event_shape: tuple[int, ...], dtype: Any
     ) -> Array:
         """Validate a batch of conditions `(n, ...)` and cast it for the model."""
+        if c.shape[1:] != event_shape:
+            raise ValueError(
+                f"{self.condition} must have the event shape {event_shape} per row, "
+                f"got {c.shape[1:]}."
+            )
+        return self.cast_condition(c, dtype)
 
     def couple(self, key: PRNGKeyArray, x0: PyTree, x1: PyTree) -> Coupled:
         r"""Return `(x0, (x1, cond))`: `x0` built from `x1`, the condition attached.
@@ -171,9 +179,17 @@ def _check_zeta(zeta: Any, points: Array, name: str) -> None:
         )
 
 
-def _check_noise_scale(noise_scale: Any) -> None:
+def _check_fields(fn: Any, name: str, form: str, noise_scale: Any) -> None:
+    if not callable(fn):
+        raise TypeError(f"{name} must be a callable {form}, got {fn!r}.")
     if isinstance(noise_scale, int | float) and not noise_scale >= 0:
         raise ValueError(f"noise_scale must be >= 0, got {noise_scale!r}.")
+
+
+def _same_shape(y: Array, x1: Array, what: str) -> Array:
+    if y.shape != x1.shape:
+        raise ValueError(f"{what} of the sample's shape {x1.shape}, got {y.shape}.")
+    return y
 
 
 class Inpainting(AbstractDataDependent):
@@ -192,44 +208,24 @@ class Inpainting(AbstractDataDependent):
 
     mask_fn: MaskFn = eqx.field(static=True)
     noise_scale: float = 1.0
+    condition: ClassVar[str] = "the mask"
 
     def __check_init__(self):
-        if not callable(self.mask_fn):
-            raise TypeError(
-                "mask_fn must be a callable mask_fn(key, event_shape) -> mask, "
-                f"got {self.mask_fn!r}."
-            )
-        _check_noise_scale(self.noise_scale)
+        form = "mask_fn(key, event_shape) -> mask"
+        _check_fields(self.mask_fn, "mask_fn", form, self.noise_scale)
 
-    def draw(self, key: PRNGKeyArray, x1: Float[Array, "*event"]) -> Array:
+    def draw(self, key: PRNGKeyArray, x1: _Event) -> Array:
         mask = jnp.asarray(self.mask_fn(key, x1.shape))
-        if mask.shape != x1.shape:
-            raise ValueError(
-                f"mask_fn must return a mask of the event shape {x1.shape}, got "
-                f"{mask.shape}."
-            )
-        return mask
+        return _same_shape(mask, x1, "mask_fn must return a mask")
 
-    def check_condition(
-        self, c: Array, event_shape: tuple[int, ...], dtype: Any
-    ) -> Array:
-        if c.shape[1:] != event_shape:
-            raise ValueError(
-                f"the mask must have the event shape {event_shape} per row, got "
-                f"{c.shape[1:]}."
-            )
+    def cast_condition(self, c: Array, dtype: Any) -> Array:
         if not jnp.issubdtype(c.dtype, jnp.bool_):
             c = eqx.error_if(
                 c, (c != 0) & (c != 1), "the mask must hold only 0 and 1 (or bools)."
             )
         return c.astype(dtype)
 
-    def base(
-        self,
-        zeta: Float[Array, "*event"],
-        x1: Float[Array, "*event"] | None,
-        c: Array,
-    ) -> Float[Array, "*event"]:
+    def base(self, zeta: _Event, x1: _Event | None, c: Array) -> _Event:
         if x1 is None:
             raise ValueError("in-painting needs the observed x1 (not None).")
         noise = (self.noise_scale * zeta).astype(x1.dtype)
@@ -250,40 +246,20 @@ class Degradation(AbstractDataDependent):
 
     degrade_fn: Callable[[Array], Array] = eqx.field(static=True)
     noise_scale: float = 1.0
+    condition: ClassVar[str] = "the degraded observation"
 
     def __check_init__(self):
-        if not callable(self.degrade_fn):
-            raise TypeError(
-                f"degrade_fn must be a callable x -> D(x), got {self.degrade_fn!r}."
-            )
-        _check_noise_scale(self.noise_scale)
+        _check_fields(self.degrade_fn, "degrade_fn", "x -> D(x)", self.noise_scale)
 
-    def draw(self, key: PRNGKeyArray, x1: Float[Array, "*event"]) -> Array:
+    def draw(self, key: PRNGKeyArray, x1: _Event) -> Array:
         del key
-        y = jnp.asarray(self.degrade_fn(x1))
-        if y.shape != x1.shape:
-            raise ValueError(
-                f"degrade_fn must return an array of the sample's shape {x1.shape} "
-                f"(up-sample what it down-samples), got {y.shape}."
-            )
-        return y
+        what = "degrade_fn must return an array (up-sample what it down-samples)"
+        return _same_shape(jnp.asarray(self.degrade_fn(x1)), x1, what)
 
-    def check_condition(
-        self, c: Array, event_shape: tuple[int, ...], dtype: Any
-    ) -> Array:
-        if c.shape[1:] != event_shape:
-            raise ValueError(
-                f"the degraded observation must have the event shape {event_shape} "
-                f"per row, got {c.shape[1:]}."
-            )
+    def cast_condition(self, c: Array, dtype: Any) -> Array:
         return c.astype(dtype)
 
-    def base(
-        self,
-        zeta: Float[Array, "*event"],
-        x1: Float[Array, "*event"] | None,
-        c: Array,
-    ) -> Float[Array, "*event"]:
+    def base(self, zeta: _Event, x1: _Event | None, c: Array) -> _Event:
         del x1
         return c + (self.noise_scale * zeta).astype(c.dtype)
 

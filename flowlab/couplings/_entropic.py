@@ -305,8 +305,12 @@ def unbalanced(
     Pairs are drawn from the normalised plan.
 
     Args:
-        epsilon, cost_fn, threshold, max_iterations: as `sinkhorn`.
-        tau_a, tau_b: the marginal relaxations.
+        epsilon: as `sinkhorn`.
+        tau_a: the relaxation of the `x0` marginal (1: fixed).
+        tau_b: the relaxation of the `x1` marginal.
+        cost_fn: as `sinkhorn`.
+        threshold: as `sinkhorn`.
+        max_iterations: as `sinkhorn`.
         on_unconverged: as `sinkhorn`, except `"exact_ot"`, which needs a balanced
             plan. Convergence is checked on the optimality conditions of the
             relaxed marginals (`EntropicOT.marginal_error`).
@@ -334,7 +338,10 @@ def partial(
 
     Args:
         mass: the transported fraction $s \in (0, 1]$.
-        epsilon, cost_fn, threshold, max_iterations: as `sinkhorn`.
+        epsilon: as `sinkhorn`.
+        cost_fn: as `sinkhorn`.
+        threshold: as `sinkhorn`.
+        max_iterations: as `sinkhorn`.
         on_unconverged: as `sinkhorn`, except `"exact_ot"`, which needs a balanced
             plan. Convergence is checked on the marginals of the problem with the
             dummy row and column (`EntropicOT.marginal_error`).

@@ -24,10 +24,11 @@ class ExactOT(AbstractCostCoupling):
     `x0` keeps its order and `x1` is permuted, `x1 <- x1[sigma]`; both marginals are
     preserved exactly. The assignment is solved on device, inside `jit`, by an
     ε-scaling auction finished with Hungarian shortest augmenting paths
-    (`flowlab.couplings.linear_assignment`): exactly optimal for the costs rounded
-    to $2^{40}$ levels of their range with x64 enabled, to $2^{27}/(n+1)$ levels
-    with 32-bit integers otherwise (about float32's own rounding of the costs). The
-    key is not used.
+    (`flowlab.couplings.linear_assignment`) on integer-quantised costs, refined
+    until a certificate computed in compensated floating point shows the
+    permutation optimal to within half the costs' machine epsilon of its cost
+    (float32's without x64, where the quantisation alone is too coarse on 1-D
+    data). The key is not used.
 
     Attributes:
         cost_fn: the ground cost, an ott-jax `CostFn` (default squared Euclidean).

@@ -26,13 +26,23 @@ from ..time_samplers import (
 from ._base import (
     AbstractLoss,
     AbstractPairLoss,
+    AbstractSquaredErrorLoss,
     LossAux,
     ModelFn,
     WeightFn,
     draw_source,
     squared_error,
 )
-from ._targets import AbstractTarget, Data, Noise, Score, TwoField, Velocity
+from ._targets import (
+    AbstractFieldTarget,
+    AbstractNoiseTarget,
+    AbstractTarget,
+    Data,
+    Noise,
+    Score,
+    TwoField,
+    Velocity,
+)
 from .flow_matching import PREDICTIONS, FlowMatchingLoss
 from .interpolant import (
     INTERPOLANT_PREDICTIONS,
@@ -46,8 +56,11 @@ __all__ = [
     "INTERPOLANT_PREDICTIONS",
     "INTERPOLANT_T_EPS",
     "PREDICTIONS",
+    "AbstractFieldTarget",
     "AbstractLoss",
+    "AbstractNoiseTarget",
     "AbstractPairLoss",
+    "AbstractSquaredErrorLoss",
     "AbstractTarget",
     "Data",
     "FlowMatchingLoss",

@@ -25,10 +25,12 @@ from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
 from ..paths import AbstractPath, PathSample
 from ..time_samplers import TimeSampler
+from ._targets import AbstractTarget
 
 __all__ = [
     "AbstractLoss",
     "AbstractPairLoss",
+    "AbstractSquaredErrorLoss",
     "LossAux",
     "ModelFn",
     "WeightFn",
@@ -48,6 +50,10 @@ class LossAux(NamedTuple):
 
     t: Float[Array, " batch"]
     per_sample: Float[Array, " batch"]
+
+
+Regression = tuple[Float[Array, ""], LossAux]
+"""What `regress` returns: the scalar loss and its `LossAux`."""
 
 
 def draw_source(
@@ -131,29 +137,48 @@ class AbstractLoss(eqx.Module):
         xt: Array,
         target: Any,
         cond: PyTree | None = None,
-    ) -> tuple[Float[Array, ""], LossAux]:
+    ) -> Regression:
         """The scalar loss of the model at `(t, xt)` against `target`, and its aux."""
 
 
-class AbstractPairLoss(AbstractLoss):
-    """A regression on a path between `x0 ~ source` and the data `x1`.
+class AbstractSquaredErrorLoss(AbstractLoss):
+    """A loss whose `regress` is the mean weighted squared error (`squared_error`).
 
-    Subclasses hold a `path` and a `time_sampler` and define `target(path_sample)`
-    and `stacked` (whether a target holds several fields along its first axis,
-    each one's mean squared error summed).
+    Subclasses say with `stacked` whether a target holds several fields along its
+    first axis (each one's mean squared error summed).
     """
-
-    path: eqx.AbstractVar[AbstractPath]
-    time_sampler: eqx.AbstractVar[TimeSampler]
 
     @property
     @abc.abstractmethod
     def stacked(self) -> bool:
         """Whether a target stacks several fields on its first axis."""
 
-    @abc.abstractmethod
+    def regress(self, model_fn, params, t, xt, target, cond=None) -> Regression:
+        """The mean weighted squared error of the model at `(t, xt)` to `target`."""
+        return squared_error(
+            model_fn, params, t, xt, target, cond, self.weight_fn, self.stacked
+        )
+
+
+class AbstractPairLoss(AbstractSquaredErrorLoss):
+    """A regression on a path between `x0 ~ source` and the data `x1`.
+
+    Subclasses hold a `path`, a `prediction` (an `AbstractTarget`: what the model
+    predicts, which gives the target of each path sample) and a `time_sampler`.
+    """
+
+    path: eqx.AbstractVar[AbstractPath]
+    prediction: eqx.AbstractVar[AbstractTarget]
+    time_sampler: eqx.AbstractVar[TimeSampler]
+
+    @property
+    def stacked(self) -> bool:
+        """Whether a target stacks several fields on its first axis."""
+        return self.prediction.stacked
+
     def target(self, ps: PathSample) -> Array:
-        """The regression target of one path sample."""
+        """The regression target of one path sample for this loss's prediction."""
+        return self.prediction(self.path, ps)
 
     def marginals(
         self, key: PRNGKeyArray, source: Any, x1: Float[Array, "batch *event"]
@@ -181,20 +206,6 @@ class AbstractPairLoss(AbstractLoss):
         t = self.time_sampler(key_t, n).astype(x1.dtype)
         ps = jax.vmap(self.path.sample)(jax.random.split(key_path, n), x0, x1, t)
         return t, ps, jax.vmap(self.target)(ps)
-
-    def regress(
-        self,
-        model_fn: ModelFn,
-        params: PyTree,
-        t: Float[Array, " batch"],
-        xt: Float[Array, "batch *event"],
-        target: Float[Array, "batch *target"],
-        cond: PyTree | None = None,
-    ) -> tuple[Float[Array, ""], LossAux]:
-        """The mean weighted squared error of the model at `(t, xt)` to `target`."""
-        return squared_error(
-            model_fn, params, t, xt, target, cond, self.weight_fn, self.stacked
-        )
 
     def __call__(
         self,

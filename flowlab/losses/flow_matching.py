@@ -16,9 +16,8 @@ batch loss is its mean.
 """
 
 import equinox as eqx
-from jaxtyping import Array, Float
 
-from ..paths import AbstractPath, PathSample
+from ..paths import AbstractPath
 from ..time_samplers import TimeSampler, UniformTime
 from ._base import AbstractPairLoss, WeightFn
 from ._targets import AbstractTarget, as_target, check_target
@@ -60,11 +59,3 @@ class FlowMatchingLoss(AbstractPairLoss):
 
     def __check_init__(self):
         check_target(self.prediction, self.path)
-
-    @property
-    def stacked(self) -> bool:
-        return self.prediction.stacked
-
-    def target(self, ps: PathSample) -> Float[Array, "*event"]:
-        """The regression target of one path sample for this loss's prediction."""
-        return self.prediction(self.path, ps)

@@ -9,9 +9,8 @@ per-sample target given $x_t$ (see `flowlab.paths.interpolants`).
 from collections.abc import Callable
 
 import equinox as eqx
-from jaxtyping import Array, Float
+from jaxtyping import Array
 
-from ..paths import PathSample
 from ..paths.interpolants import AbstractInterpolant
 from ..time_samplers import TimeSampler, UniformTime
 from ._base import AbstractPairLoss, WeightFn
@@ -103,11 +102,3 @@ class InterpolantLoss(AbstractPairLoss):
                 f"{type(self.path).__name__}; use FlowMatchingLoss for other paths."
             )
         check_target(self.prediction, self.path)
-
-    @property
-    def stacked(self) -> bool:
-        return self.prediction.stacked
-
-    def target(self, ps: PathSample) -> Float[Array, "*target"]:
-        """The regression target of one path sample (`(2, *event)` for two-field)."""
-        return self.prediction(self.path, ps)

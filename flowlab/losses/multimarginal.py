@@ -1,7 +1,7 @@
 r"""The multimarginal regression: one model for transport among K + 1 marginals."""
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import equinox as eqx
 import jax
@@ -9,12 +9,12 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
 from ..paths.multimarginal import MultimarginalInterpolant, MultimarginalSample
-from ._base import AbstractLoss, LossAux, WeightFn, squared_error
+from ._base import AbstractSquaredErrorLoss, LossAux, WeightFn
 
 __all__ = ["MultimarginalLoss"]
 
 
-class MultimarginalLoss(AbstractLoss):
+class MultimarginalLoss(AbstractSquaredErrorLoss):
     r"""One regression per vertex: $g_k(\alpha, x) \approx E[x_k \mid x(\alpha)=x]$.
 
     The model is `model_fn(params, alpha, x, cond)` with `alpha` of shape `(K + 1,)`
@@ -36,6 +36,7 @@ class MultimarginalLoss(AbstractLoss):
 
     interpolant: MultimarginalInterpolant
     weight_fn: WeightFn | None = eqx.field(static=True, default=None)
+    stacked: ClassVar[bool] = True
 
     def __check_init__(self):
         if not isinstance(self.interpolant, MultimarginalInterpolant):
@@ -83,20 +84,6 @@ class MultimarginalLoss(AbstractLoss):
         keys = jax.random.split(key, xs.shape[0])
         ps = jax.vmap(self.interpolant.sample)(keys, xs)
         return ps.alpha, ps, jax.vmap(self.interpolant.target)(ps)
-
-    def regress(
-        self,
-        model_fn: Callable[..., Array],
-        params: PyTree,
-        alpha: Float[Array, "batch k"],
-        xt: Float[Array, "batch *event"],
-        target: Float[Array, "batch o *event"],
-        cond: PyTree | None = None,
-    ) -> tuple[Float[Array, ""], LossAux]:
-        """The summed per-vertex mean squared error, averaged over the batch."""
-        return squared_error(
-            model_fn, params, alpha, xt, target, cond, self.weight_fn, True
-        )
 
     def __call__(
         self,

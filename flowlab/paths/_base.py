@@ -9,6 +9,13 @@ from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 __all__ = ["AbstractPath", "PathSample"]
 
+Key = PRNGKeyArray | None
+"""A path's key: `None` for paths that draw nothing."""
+Point = Float[ArrayLike, "*event"]
+"""One sample (the event shape)."""
+Time = Float[ArrayLike, ""]
+"""A scalar time."""
+
 
 class PathSample(NamedTuple):
     """One draw from a conditional path at time `t`, for one sample.
@@ -34,13 +41,7 @@ class AbstractPath(eqx.Module):
     """A conditional probability path between a source point and a target point."""
 
     @abc.abstractmethod
-    def sample(
-        self,
-        key: PRNGKeyArray,
-        x0: Float[ArrayLike, "*event"],
-        x1: Float[ArrayLike, "*event"],
-        t: Float[ArrayLike, ""],
-    ) -> PathSample:
+    def sample(self, key: Key, x0: Point, x1: Point, t: Time) -> PathSample:
         """Draw $x_t$ and its target given one pair `(x0, x1)` and a scalar `t`."""
 
 

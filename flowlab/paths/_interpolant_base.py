@@ -13,10 +13,11 @@ import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 from .._checks import scalar_time
-from ._base import AbstractPath, PathSample, check_pair
+from ._base import AbstractPath, Key, PathSample, Point, Time, check_pair
 
 __all__ = [
     "AbstractInterpolant",
+    "AbstractPairInterpolant",
     "AbstractTwoSidedInterpolant",
     "CoefficientFn",
     "InterpolantCoefficients",
@@ -24,7 +25,8 @@ __all__ = [
 
 _X = Float[Array, "*event"]
 _T = Float[ArrayLike, ""]
-CoefficientFn = Callable[[Float[Array, ""]], Float[Array, ""]]
+_S = Float[Array, ""]
+CoefficientFn = Callable[[_S], _S]
 
 BOUNDARY_TOL = 1e-6
 r"""How far $\alpha, \beta, \gamma$ may miss their boundary values (float32)."""
@@ -33,12 +35,12 @@ r"""How far $\alpha, \beta, \gamma$ may miss their boundary values (float32)."""
 class InterpolantCoefficients(NamedTuple):
     r"""$\alpha, \beta, \gamma$ and their time derivatives at one time $t$."""
 
-    alpha: Float[Array, ""]
-    beta: Float[Array, ""]
-    gamma: Float[Array, ""]
-    d_alpha: Float[Array, ""]
-    d_beta: Float[Array, ""]
-    d_gamma: Float[Array, ""]
+    alpha: _S
+    beta: _S
+    gamma: _S
+    d_alpha: _S
+    d_beta: _S
+    d_gamma: _S
 
 
 def _check_boundary(fn: CoefficientFn, name: str, t: float, want: float) -> None:
@@ -58,12 +60,6 @@ def _check_boundary(fn: CoefficientFn, name: str, t: float, want: float) -> None
         )
 
 
-def _normal(key: PRNGKeyArray | None, like: Array, dtype, who: str) -> Array:
-    if key is None:
-        raise ValueError(f"a {who} interpolant draws z ~ N(0, I): pass a PRNG key.")
-    return jax.random.normal(key, like.shape, dtype)
-
-
 class AbstractInterpolant(AbstractPath):
     r"""$x_t = \alpha(t) x_0 + \beta(t) x_1 + \gamma(t) z$ on one sample.
 
@@ -76,24 +72,28 @@ class AbstractInterpolant(AbstractPath):
     """
 
     @abc.abstractmethod
-    def alpha(self, t: Float[Array, ""]) -> Float[Array, ""]:
+    def alpha(self, t: _S) -> _S:
         r"""$\alpha(t)$."""
 
     @abc.abstractmethod
-    def beta(self, t: Float[Array, ""]) -> Float[Array, ""]:
+    def beta(self, t: _S) -> _S:
         r"""$\beta(t)$."""
 
     @abc.abstractmethod
-    def gamma(self, t: Float[Array, ""]) -> Float[Array, ""]:
+    def gamma(self, t: _S) -> _S:
         r"""$\gamma(t)$."""
 
     @abc.abstractmethod
-    def noise_scale(self, t: _T) -> tuple[Float[Array, ""], Float[Array, ""]]:
-        r"""The scale of the noise in $x_t$ and its derivative."""
+    def noise_coefficients(self, c: InterpolantCoefficients) -> tuple[_S, _S]:
+        r"""Of the coefficients `c`, the noise's scale and its derivative."""
 
     @abc.abstractmethod
-    def interpolate(self, x0: _X, x1: _X, z: _X, t: _T) -> PathSample:
-        r"""$x_t$ and $u_t = \dot x_t$ for given `x0`, `x1`, noise `z` and time `t`."""
+    def source(self, x0: _X, x1: _X) -> _X:
+        """The array in the place of $x_0$ (`x0`, or `x1` from data to data)."""
+
+    @abc.abstractmethod
+    def noise(self, x0: _X, z: _X) -> _X:
+        """The noise of a sample: `z`, or the source `x0` when it is the noise."""
 
     @abc.abstractmethod
     def draw_noise(self, key: PRNGKeyArray | None, x1: _X, dtype) -> _X:
@@ -113,6 +113,10 @@ class AbstractInterpolant(AbstractPath):
         ):
             _check_boundary(fn, name, t, want)
 
+    def noise_scale(self, t: _T) -> tuple[_S, _S]:
+        r"""The scale of the noise in $x_t$ and its derivative at `t`."""
+        return self.noise_coefficients(self.coefficients(t))
+
     def coefficients(self, t: _T) -> InterpolantCoefficients:
         r"""$\alpha, \beta, \gamma$ and their derivatives (by `jax.jvp`) at `t`."""
         t = scalar_time(t)
@@ -122,13 +126,17 @@ class AbstractInterpolant(AbstractPath):
         gamma, d_gamma = jax.jvp(self.gamma, (t,), (one,))
         return InterpolantCoefficients(alpha, beta, gamma, d_alpha, d_beta, d_gamma)
 
-    def sample(
-        self,
-        key: PRNGKeyArray | None,
-        x0: Float[ArrayLike, "*event"],
-        x1: Float[ArrayLike, "*event"],
-        t: _T,
-    ) -> PathSample:
+    def interpolate(self, x0: _X, x1: _X, z: _X, t: _T) -> PathSample:
+        r"""$x_t$ and $u_t = \dot x_t$ for given `x0`, `x1`, noise `z` and time `t`."""
+        x0, x1, t = check_pair(x0, x1, t)
+        z = _check_noise(z, x1)
+        x0 = self.source(x0, x1)
+        c = self.coefficients(t)
+        xt = c.alpha * x0 + c.beta * x1 + c.gamma * z
+        ut = c.d_alpha * x0 + c.d_beta * x1 + c.d_gamma * z
+        return PathSample(t=t, x0=x0, x1=x1, xt=xt, ut=ut, z=self.noise(x0, z))
+
+    def sample(self, key: Key, x0: Point, x1: Point, t: Time) -> PathSample:
         r"""Draw the noise with `key`; return `interpolate(x0, x1, z, t)`.
 
         A one-sided interpolant draws nothing (`key` may be `None`).
@@ -185,26 +193,31 @@ def _check_noise(z: Array, x1: Array) -> Array:
 class AbstractTwoSidedInterpolant(AbstractInterpolant):
     r"""$x_t = \alpha x_0 + \beta x_1 + \gamma z$ with $z \sim N(0, I)$ drawn apart.
 
-    Subclasses give `alpha` and `beta`; $\gamma$ is the field `gamma_fn`.
+    Subclasses give `alpha`, `beta` and `source`; $\gamma$ is the field `gamma_fn`.
     """
 
     gamma_fn: eqx.AbstractVar[CoefficientFn]
 
-    def gamma(self, t: Float[Array, ""]) -> Float[Array, ""]:
+    def gamma(self, t: _S) -> _S:
         return self.gamma_fn(t)
 
-    def noise_scale(self, t: _T) -> tuple[Float[Array, ""], Float[Array, ""]]:
+    def noise_coefficients(self, c: InterpolantCoefficients) -> tuple[_S, _S]:
         r"""$(\gamma, \dot\gamma)$."""
-        c = self.coefficients(t)
         return c.gamma, c.d_gamma
 
-    def interpolate(self, x0: _X, x1: _X, z: _X, t: _T) -> PathSample:
-        x0, x1, t = check_pair(x0, x1, t)
-        z = _check_noise(z, x1)
-        c = self.coefficients(t)
-        xt = c.alpha * x0 + c.beta * x1 + c.gamma * z
-        ut = c.d_alpha * x0 + c.d_beta * x1 + c.d_gamma * z
-        return PathSample(t=t, x0=x0, x1=x1, xt=xt, ut=ut, z=z)
+    def noise(self, x0: _X, z: _X) -> _X:
+        return z
 
     def draw_noise(self, key: PRNGKeyArray | None, x1: _X, dtype) -> _X:
-        return _normal(key, x1, dtype, "two_sided")
+        if key is None:
+            raise ValueError(
+                f"{type(self).__name__} draws z ~ N(0, I): pass a PRNG key."
+            )
+        return jax.random.normal(key, x1.shape, dtype)
+
+
+class AbstractPairInterpolant(AbstractTwoSidedInterpolant):
+    """A two-sided interpolant between the pair `(x0, x1)` as given."""
+
+    def source(self, x0: _X, x1: _X) -> _X:
+        return x0

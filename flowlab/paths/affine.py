@@ -15,10 +15,10 @@ All conversions act on one sample and take `(t, xt, prediction)`, in the order o
 vector field `v(t, x, args)`.
 """
 
-from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
+from jaxtyping import Array, ArrayLike, Float
 
 from ..schedules import AbstractSchedule
-from ._base import AbstractPath, PathSample, check_pair
+from ._base import AbstractPath, Key, PathSample, Point, Time, check_pair
 
 __all__ = ["AffinePath"]
 
@@ -50,13 +50,7 @@ class AffinePath(AbstractPath):
                 f"schedules.cond_ot()), got {type(self.schedule).__name__}."
             )
 
-    def sample(
-        self,
-        key: PRNGKeyArray | None,
-        x0: Float[ArrayLike, "*event"],
-        x1: Float[ArrayLike, "*event"],
-        t: _T,
-    ) -> PathSample:
+    def sample(self, key: Key, x0: Point, x1: Point, t: Time) -> PathSample:
         """Point and target velocity at time `t` (deterministic; `key` is unused)."""
         del key
         x0, x1, t = check_pair(x0, x1, t)

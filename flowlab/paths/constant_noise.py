@@ -15,10 +15,10 @@ $\sigma = 0$ it is the Cond-OT path (`AffinePath(schedules.cond_ot())`).
 
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
+from jaxtyping import Array, ArrayLike, Float
 
 from .._checks import is_number as _number
-from ._base import AbstractPath, PathSample, check_pair
+from ._base import AbstractPath, Key, PathSample, Point, Time, check_pair
 
 __all__ = ["ConstantNoisePath"]
 
@@ -67,13 +67,7 @@ class ConstantNoisePath(AbstractPath):
         ut = x1 - x0
         return PathSample(t=t, x0=x0, x1=x1, xt=xt, ut=ut, z=z)
 
-    def sample(
-        self,
-        key: PRNGKeyArray | None,
-        x0: Float[ArrayLike, "*event"],
-        x1: Float[ArrayLike, "*event"],
-        t: _T,
-    ) -> PathSample:
+    def sample(self, key: Key, x0: Point, x1: Point, t: Time) -> PathSample:
         r"""Draw $z \sim N(0, I)$ with `key`; return `interpolate(x0, x1, z, t)`.
 
         `key` may be `None` only when `sigma` is the number 0 (nothing is drawn).

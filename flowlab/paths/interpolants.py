@@ -50,9 +50,8 @@ and its conditional score $-z/(\sigma\sqrt{t(1-t)})$.
 
 import equinox as eqx
 import jax.numpy as jnp
-from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
+from jaxtyping import PRNGKeyArray
 
-from ._base import PathSample, check_pair
 from ._gamma import (
     QuadraticGamma,
     Sin2Gamma,
@@ -64,17 +63,19 @@ from ._gamma import (
     zero_gamma,
 )
 from ._interpolant_base import (
+    _S,
+    _X,
     AbstractInterpolant,
+    AbstractPairInterpolant,
     AbstractTwoSidedInterpolant,
     CoefficientFn,
     InterpolantCoefficients,
-    _check_noise,
-    _normal,
 )
 
 __all__ = [
     "KINDS",
     "AbstractInterpolant",
+    "AbstractPairInterpolant",
     "AbstractTwoSidedInterpolant",
     "EncodingDecodingInterpolant",
     "InterpolantCoefficients",
@@ -99,11 +100,8 @@ __all__ = [
     "zero_gamma",
 ]
 
-_X = Float[Array, "*event"]
-_T = Float[ArrayLike, ""]
 
-
-class StochasticInterpolant(AbstractTwoSidedInterpolant):
+class StochasticInterpolant(AbstractPairInterpolant):
     r"""A two-sided interpolant from three user functions of a scalar time.
 
     Attributes:
@@ -125,14 +123,14 @@ class StochasticInterpolant(AbstractTwoSidedInterpolant):
     beta_fn: CoefficientFn
     gamma_fn: CoefficientFn = eqx.field(default_factory=ZeroGamma)
 
-    def alpha(self, t: Float[Array, ""]) -> Float[Array, ""]:
+    def alpha(self, t: _S) -> _S:
         return self.alpha_fn(t)
 
-    def beta(self, t: Float[Array, ""]) -> Float[Array, ""]:
+    def beta(self, t: _S) -> _S:
         return self.beta_fn(t)
 
 
-class LinearInterpolant(AbstractTwoSidedInterpolant):
+class LinearInterpolant(AbstractPairInterpolant):
     r"""$\alpha = 1 - t$, $\beta = t$ and $\gamma$ = `gamma_fn` (default 0).
 
     Example:
@@ -146,26 +144,26 @@ class LinearInterpolant(AbstractTwoSidedInterpolant):
 
     gamma_fn: CoefficientFn = eqx.field(default_factory=ZeroGamma)
 
-    def alpha(self, t: Float[Array, ""]) -> Float[Array, ""]:
+    def alpha(self, t: _S) -> _S:
         return 1 - t
 
-    def beta(self, t: Float[Array, ""]) -> Float[Array, ""]:
+    def beta(self, t: _S) -> _S:
         return t
 
 
-class TrigonometricInterpolant(AbstractTwoSidedInterpolant):
+class TrigonometricInterpolant(AbstractPairInterpolant):
     r"""$\alpha = \cos(\pi t / 2)$, $\beta = \sin(\pi t / 2)$ and `gamma_fn`."""
 
     gamma_fn: CoefficientFn = eqx.field(default_factory=ZeroGamma)
 
-    def alpha(self, t: Float[Array, ""]) -> Float[Array, ""]:
+    def alpha(self, t: _S) -> _S:
         return jnp.cos(0.5 * jnp.pi * t)
 
-    def beta(self, t: Float[Array, ""]) -> Float[Array, ""]:
+    def beta(self, t: _S) -> _S:
         return jnp.sin(0.5 * jnp.pi * t)
 
 
-class EncodingDecodingInterpolant(AbstractTwoSidedInterpolant):
+class EncodingDecodingInterpolant(AbstractPairInterpolant):
     r"""Albergo et al.'s encoder-decoder: the sample is noised to $z$, then decoded.
 
     $x_t = \cos^2(\pi t)\,(1_{[0, 1/2)}(t)\, x_0 + 1_{(1/2, 1]}(t)\, x_1)
@@ -176,10 +174,10 @@ class EncodingDecodingInterpolant(AbstractTwoSidedInterpolant):
 
     gamma_fn: CoefficientFn = eqx.field(default_factory=lambda: Sin2Gamma(1.0))
 
-    def alpha(self, t: Float[Array, ""]) -> Float[Array, ""]:
+    def alpha(self, t: _S) -> _S:
         return jnp.where(t < 0.5, jnp.cos(jnp.pi * t) ** 2, 0.0)
 
-    def beta(self, t: Float[Array, ""]) -> Float[Array, ""]:
+    def beta(self, t: _S) -> _S:
         return jnp.where(t > 0.5, jnp.cos(jnp.pi * t) ** 2, 0.0)
 
 
@@ -205,38 +203,35 @@ class OneSidedInterpolant(AbstractInterpolant):
     alpha_fn: CoefficientFn = _one_minus
     beta_fn: CoefficientFn = _identity
 
-    def alpha(self, t: Float[Array, ""]) -> Float[Array, ""]:
+    def alpha(self, t: _S) -> _S:
         return self.alpha_fn(t)
 
-    def beta(self, t: Float[Array, ""]) -> Float[Array, ""]:
+    def beta(self, t: _S) -> _S:
         return self.beta_fn(t)
 
-    def gamma(self, t: Float[Array, ""]) -> Float[Array, ""]:
+    def gamma(self, t: _S) -> _S:
         return jnp.zeros_like(t)
 
-    def noise_scale(self, t: _T) -> tuple[Float[Array, ""], Float[Array, ""]]:
-        r"""$(\alpha, \dot\alpha)$: the source is the noise."""
-        c = self.coefficients(t)
-        return c.alpha, c.d_alpha
-
-    def interpolate(self, x0: _X, x1: _X, z: _X, t: _T) -> PathSample:
-        """`z` is not used (its shape is checked): the noise is `x0`."""
-        x0, x1, t = check_pair(x0, x1, t)
-        _check_noise(z, x1)
-        c = self.coefficients(t)
-        xt = c.alpha * x0 + c.beta * x1
-        ut = c.d_alpha * x0 + c.d_beta * x1
-        return PathSample(t=t, x0=x0, x1=x1, xt=xt, ut=ut, z=x0)
+    def source(self, x0: _X, x1: _X) -> _X:
+        return x0
 
     def draw_noise(self, key: PRNGKeyArray | None, x1: _X, dtype) -> _X:
         del key
         return jnp.zeros(x1.shape, dtype)
 
+    def noise(self, x0: _X, z: _X) -> _X:
+        return x0
 
-class MirrorInterpolant(AbstractInterpolant):
+    def noise_coefficients(self, c: InterpolantCoefficients) -> tuple[_S, _S]:
+        r"""$(\alpha, \dot\alpha)$: the source is the noise."""
+        return c.alpha, c.d_alpha
+
+
+class MirrorInterpolant(AbstractTwoSidedInterpolant):
     r"""$x_t = x_1 + \gamma(t) z$: from the data to itself (the source is ignored).
 
-    The pair's `x0` is replaced by `x1`; `PathSample.x0` reports it so.
+    The linear interpolant with `x1` in the place of `x0`; `PathSample.x0` reports
+    it so.
 
     Attributes:
         gamma_fn: $t \mapsto \gamma(t)$, zero at both ends.
@@ -244,35 +239,18 @@ class MirrorInterpolant(AbstractInterpolant):
 
     gamma_fn: CoefficientFn
 
-    def alpha(self, t: Float[Array, ""]) -> Float[Array, ""]:
-        return 1 - t
+    def alpha(self, t: _S) -> _S:
+        return _one_minus(t)
 
-    def beta(self, t: Float[Array, ""]) -> Float[Array, ""]:
-        return t
+    def beta(self, t: _S) -> _S:
+        return _identity(t)
 
-    def gamma(self, t: Float[Array, ""]) -> Float[Array, ""]:
-        return self.gamma_fn(t)
-
-    def noise_scale(self, t: _T) -> tuple[Float[Array, ""], Float[Array, ""]]:
-        r"""$(\gamma, \dot\gamma)$."""
-        c = self.coefficients(t)
-        return c.gamma, c.d_gamma
-
-    def interpolate(self, x0: _X, x1: _X, z: _X, t: _T) -> PathSample:
-        """As the two-sided one with `x0 = x1`."""
-        _, x1, t = check_pair(x0, x1, t)
-        z = _check_noise(z, x1)
-        c = self.coefficients(t)
-        xt = c.alpha * x1 + c.beta * x1 + c.gamma * z
-        ut = c.d_alpha * x1 + c.d_beta * x1 + c.d_gamma * z
-        return PathSample(t=t, x0=x1, x1=x1, xt=xt, ut=ut, z=z)
-
-    def draw_noise(self, key: PRNGKeyArray | None, x1: _X, dtype) -> _X:
-        return _normal(key, x1, dtype, "mirror")
+    def source(self, x0: _X, x1: _X) -> _X:
+        return x1
 
 
 KINDS: dict[str, type[AbstractInterpolant]] = {
-    "two_sided": AbstractTwoSidedInterpolant,
+    "two_sided": AbstractPairInterpolant,
     "one_sided": OneSidedInterpolant,
     "mirror": MirrorInterpolant,
 }

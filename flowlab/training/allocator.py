@@ -1,11 +1,11 @@
 """Keep freed host memory in the process, so that CPU training steps do not page-fault.
 
-XLA's CPU backend allocates each step's temporaries (about 110 MB for a 4×512 MLP at
-batch 4096) with `malloc` on every execution. With glibc's defaults, blocks above
-the dynamic mmap threshold are `mmap`ed and `munmap`ed on free, and a large free top
-of the heap is trimmed back to the kernel, so the next step faults every page in
-again: tens of thousands of minor faults and ~25% of a step's time on a large model
-(see `benchmarks/README.md`). Raising the mmap and trim thresholds keeps that
+XLA's CPU backend allocates each step's temporaries with `malloc` on every
+execution. With glibc's defaults, blocks above the dynamic mmap threshold are
+`mmap`ed and `munmap`ed on free, and a large free top of the heap is trimmed back to
+the kernel, so the next step faults every page in again (the training benchmark
+records the page faults per step, `benchmarks/latest.md`). Raising the mmap and
+trim thresholds keeps that
 memory in the heap for reuse, which is what a caching allocator (tcmalloc,
 jemalloc, or PyTorch's) does.
 """

@@ -25,17 +25,9 @@ from .._checks import positive_int
 from ..couplings import AbstractCoupling
 from ..data import AbstractSampler
 from ..losses import AbstractLoss, ModelFn
+from . import callbacks as cb
 from .allocator import retain_freed_memory
-from .callbacks import (
-    Callback,
-    Checkpoints,
-    MetricsFile,
-    ProgressBar,
-    Run,
-    Signals,
-    TensorBoard,
-    TrainingInterrupted,
-)
+from .callbacks import Callback, TrainingInterrupted
 from .mesh import (
     batch_sharding,
     make_mesh,
@@ -263,14 +255,14 @@ def fit(
     position = int(state.step) if data_position is None else data_position
     feed = _feed(target, mesh, position)
     process_zero = jax.process_index() == 0
-    hooks = [Signals()] if handle_signals else []
-    hooks += [ProgressBar()] if progress and process_zero else []
+    hooks = [cb.Signals()] if handle_signals else []
+    hooks += [cb.ProgressBar()] if progress and process_zero else []
     if out_dir is not None and process_zero:
-        hooks.append(MetricsFile(Path(out_dir) / "metrics.jsonl"))
-        hooks += [TensorBoard(Path(out_dir) / "tensorboard")] if tensorboard else []
+        hooks.append(cb.MetricsFile(Path(out_dir) / "metrics.jsonl"))
+        hooks += [cb.TensorBoard(Path(out_dir) / "tensorboard")] if tensorboard else []
     if checkpoint_every is not None:
         hooks.append(
-            Checkpoints(
+            cb.Checkpoints(
                 Path(out_dir) / "checkpoints",
                 checkpoint_every,
                 keep=keep_checkpoints,
@@ -280,7 +272,7 @@ def fit(
             )
         )
     hooks += list(callbacks)
-    run = Run(state, int(state.step), steps, batch_size)
+    run = cb.Run(state, int(state.step), steps, batch_size)
     window = _Window(batch_size, lr_fn)
     try:
         for hook in hooks:

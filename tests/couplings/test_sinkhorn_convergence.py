@@ -281,9 +281,6 @@ def test_a_bad_policy_names_the_argument():
         couplings.EntropicOT(0.1, on_unconverged=3)
 
 
-@pytest.mark.xfail(
-    reason="trainer logging coupling stats lands with the loop refactor", strict=False
-)
 def test_the_trainer_logs_the_unconverged_plans():
     module = fl.models.MLP(width=16, depth=1)
     model_fn, params = fl.models.init_model(module, jax.random.key(0), jnp.zeros(2))

@@ -129,12 +129,57 @@ def test_parameters_follow_the_input_dtype(dtype, key):
     assert model_fn(params, 0.5, jnp.ones(2, dtype)).dtype == dtype
 
 
+# The activations in closed form, typed in again (flax's gelu is the tanh form).
+_SELU_A, _SELU_L = 1.6732632423543772, 1.0507009873554805
+CLOSED_FORMS = {
+    "selu": lambda h: _SELU_L * np.where(h > 0, h, _SELU_A * np.expm1(h)),
+    "silu": lambda h: h / (1 + np.exp(-h)),
+    "gelu": lambda h: (
+        0.5 * h * (1 + np.tanh(math.sqrt(2 / math.pi) * (h + 0.044715 * h**3)))
+    ),
+    "relu": lambda h: np.maximum(h, 0),
+    "tanh": np.tanh,
+    "elu": lambda h: np.where(h > 0, h, np.expm1(h)),
+}
+
+
+def _forward(params, t, x, act):
+    """The MLP by hand, in float64: `[x, t]` through Dense_0 .. Dense_depth."""
+    h = np.concatenate([np.asarray(x, np.float64), [t]])
+    layers = sorted(params, key=lambda name: int(name.split("_")[1]))
+    for name in layers:
+        h = h @ np.asarray(params[name]["kernel"], np.float64) + np.asarray(
+            params[name]["bias"], np.float64
+        )
+        if name != layers[-1]:
+            h = act(h)
+    return h
+
+
+def test_closed_forms_cover_every_activation():
+    assert set(CLOSED_FORMS) == set(models.ACTIVATIONS)
+
+
 @pytest.mark.parametrize("activation", sorted(models.ACTIVATIONS))
 def test_every_activation(activation, key):
+    """The output is the hand-written forward pass with this activation.
+
+    The same key gives every activation the same parameters. Tolerance F32
+    (float32 network against a float64 reference). Each other activation's
+    forward pass differs from this one by more than 100 F32, so an MLP that used
+    another activation than the one named fails.
+    """
     model_fn, params = _init(models.MLP(width=8, depth=2, activation=activation), (2,))
-    out = model_fn(params, 0.5, jax.random.normal(key, (2,), jnp.float32))
+    x = 2.0 * jax.random.normal(key, (2,), jnp.float32)  # pre-activations of O(1)
+    out = model_fn(params, 0.5, x)
     assert out.shape == (2,)
     assert bool(jnp.all(jnp.isfinite(out)))
+    want = _forward(params, 0.5, x, CLOSED_FORMS[activation])
+    np.testing.assert_allclose(out, want, rtol=F32, atol=F32)
+    for other, act in CLOSED_FORMS.items():
+        if other != activation:
+            gap = np.max(np.abs(_forward(params, 0.5, x, act) - want))
+            assert gap > 100 * F32, other
 
 
 def test_gradients_are_finite(key):

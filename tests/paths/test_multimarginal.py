@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from scipy import stats
 
 import flowlab
 from flowlab import paths
@@ -97,20 +98,61 @@ def test_interpolate_is_the_convex_combination(xs, data):
     np.testing.assert_array_equal(target[k], ps.z)
 
 
-def test_alpha_lies_on_the_simplex(key):
-    n, k = 4000, 3
-    mmi = paths.MultimarginalInterpolant(k, edge_probability=0.5)
+def _dkw(n):
+    """Kolmogorov-Smirnov bound of an empirical CDF of `n` points, tail 1e-6.
+
+    Dvoretzky-Kiefer-Wolfowitz with Massart's constant: P(sup |F_n - F| > eps)
+    <= 2 exp(-2 n eps^2), so eps = sqrt(log(2 / 1e-6) / (2 n)) (0.027 at n = 10^4).
+    """
+    return np.sqrt(np.log(2 / 1e-6) / (2 * n))
+
+
+def _ks(sample, cdf):
+    """sup_x |F_n(x) - F(x)| of a sample against a CDF (both sides of each jump)."""
+    x = np.sort(np.asarray(sample, np.float64))
+    f, n = cdf(x), len(x)
+    return max(np.max(np.arange(1, n + 1) / n - f), np.max(f - np.arange(n) / n))
+
+
+@pytest.mark.parametrize("concentration", [1.0, 2.5])
+def test_alpha_lies_on_the_simplex(concentration, key):
+    """The law of alpha: Dirichlet(c 1) inside, uniform on a uniform edge otherwise.
+
+    Each component of a Dirichlet(c 1) point of K + 1 = 3 components is
+    Beta(c, K c); an edge point is (1 - t) e_i + t e_j with {i, j} uniform among
+    the 3 edges and t ~ U(0, 1), so its lower-index coordinate is U(0, 1) too.
+    Laws are compared by the KS distance with the DKW bound (`_dkw`).
+    """
+    n, k = 20_000, 3
+    mmi = paths.MultimarginalInterpolant(
+        k, concentration=concentration, edge_probability=0.5
+    )
     alpha = jax.jit(jax.vmap(mmi.sample_alpha))(jax.random.split(key, n))
     assert alpha.shape == (n, k)
     assert bool(jnp.all(alpha >= 0))
     np.testing.assert_allclose(alpha.sum(1), 1.0, atol=F64)
-    # Dirichlet(1) and a uniform edge both have mean 1/3 per component (symmetry);
-    # component standard deviation <= 0.5, so Z SE <= 5 * 0.5 / sqrt(n) = 0.04.
+    # Dirichlet(c 1) and a uniform edge both have mean 1/3 per component (symmetry);
+    # component standard deviation <= 0.5, so Z SE <= 5 * 0.5 / sqrt(n) = 0.018.
     np.testing.assert_allclose(alpha.mean(0), 1 / k, atol=Z * 0.5 / np.sqrt(n))
     # Dirichlet points are interior almost surely: half the draws lie on an edge
     # (a Bernoulli(1/2) fraction, SE = 0.5 / sqrt(n)).
-    on_edge = jnp.mean(jnp.sum(alpha > 0, axis=1) <= 2)
-    assert abs(float(on_edge) - 0.5) <= Z * 0.5 / np.sqrt(n)
+    alpha = np.asarray(alpha)
+    on_edge = np.sum(alpha > 0, axis=1) <= 2
+    assert abs(float(on_edge.mean()) - 0.5) <= Z * 0.5 / np.sqrt(n)
+    inside, edge = alpha[~on_edge], alpha[on_edge]
+    beta = stats.beta(concentration, (k - 1) * concentration)
+    for j in range(k):
+        assert _ks(inside[:, j], beta.cdf) <= _dkw(len(inside)), j
+    # On an edge exactly two coordinates are non-zero (t = 0 or 1 has measure 0).
+    assert (np.sum(edge > 0, axis=1) == 2).all()
+    first = np.argmax(edge > 0, axis=1)
+    second = k - 1 - np.argmax(edge[:, ::-1] > 0, axis=1)
+    p_se = np.sqrt((1 / 3) * (2 / 3) / len(edge))  # each edge w.p. 1/3
+    for pair in [(0, 1), (0, 2), (1, 2)]:
+        share = np.mean((first == pair[0]) & (second == pair[1]))
+        assert abs(share - 1 / 3) <= Z * p_se, pair
+    lower = edge[np.arange(len(edge)), first]
+    assert _ks(lower, stats.uniform.cdf) <= _dkw(len(edge))
 
 
 def test_without_gamma_there_is_no_noise(key):

@@ -75,15 +75,31 @@ def test_fused_steps_equal_single_steps():
 
 
 def test_array_batches_with_leading_steps_axis():
+    """Step `k` of the scan regresses on batch `k`: the same as `K` single steps."""
     model_fn, _, loss, opt, state = _setup()
-    step = make_train_step(
-        model_fn, loss, opt, source=data.Gaussian(2), steps_per_call=3
-    )
-    x1 = jnp.ones((3, 16, 2))
-    new_state, metrics = jax.jit(step)(state, x1)
+    kwargs = dict(source=data.Gaussian(2))
+    fused = jax.jit(make_train_step(model_fn, loss, opt, steps_per_call=3, **kwargs))
+    single = jax.jit(make_train_step(model_fn, loss, opt, **kwargs))
+    # Three batches far apart (moons shifted by 0, 3 and -6): the target x1 - x0 of
+    # each differs by its shift, so each step's loss reveals which batch it saw.
+    moons = data.Moons().sample(jax.random.key(2), 48).reshape(3, 16, 2)
+    shifts = jnp.array([0.0, 3.0, -6.0])[:, None, None]
+    x1 = (moons + shifts).astype(jnp.float32)
+    new_state, metrics = fused(state, x1)
     assert metrics["loss"].shape == (3,)
+    s1, losses = state, []
+    for k in range(3):
+        s1, m = single(s1, x1[k])
+        losses.append(float(m["loss"]))
+    # The shifts move the losses apart by O(1) to O(10), far beyond the tolerance
+    # below: a scan that fed batch 0 (or any one batch) to every step would fail.
+    assert np.min(np.diff(np.sort(losses))) > 1.0
+    # Same keys (fold_in of the step), same batches: float32 reassociation only.
+    np.testing.assert_allclose(metrics["loss"], losses, rtol=1e-5)
+    chex.assert_trees_all_close(s1.params, new_state.params, rtol=1e-5, atol=1e-6)
+    assert int(new_state.step) == 3
     with pytest.raises(ValueError, match="steps_per_call=3"):
-        step(state, jnp.ones((2, 16, 2)))
+        fused(state, jnp.ones((2, 16, 2)))
 
 
 def test_ema_update():
@@ -105,7 +121,25 @@ def test_ema_update():
     chex.assert_trees_all_close(state.ema_params, ema, rtol=1e-5, atol=1e-6)
 
 
-def test_conditional_batch_reaches_model():
+def _reverse_x1(key, x0, x1):
+    """A coupling that re-pairs: x1's rows (and their cond) in reverse order."""
+    del key
+    return x0, jax.tree_util.tree_map(lambda a: a[::-1], x1)
+
+
+@pytest.mark.parametrize("coupling", [None, _reverse_x1], ids=["as_drawn", "reversed"])
+def test_conditional_batch_reaches_model(coupling):
+    """Each row's `cond` reaches the model with its row, also after a re-pairing.
+
+    The model predicts `cond` itself (`w = 0`) and the Cond-OT target is `x1 - x0`,
+    so the loss is 0 exactly when row `i` of the model's `cond` is `x1_i - x0_i` of
+    the pairs the step regressed. `x0` is drawn here from the step's own source key
+    (`fold_in(state.key, step)` split into data, source, coupling and loss keys).
+    A step that dropped `cond`, zeroed it, broadcast one row or left it behind
+    when the coupling moved `x1` gives a loss of O(1) (about 6 here). In float32
+    the target `1 * x1 + (-1) * x0` rounds as `x1 - x0` does, so the loss is 0 up
+    to a few ulps of O(1) entries, squared: below 1e-10.
+    """
     seen = []
 
     def model_fn(params, t, x, cond):
@@ -114,11 +148,20 @@ def test_conditional_batch_reaches_model():
 
     loss = fl.FlowMatchingLoss(paths.AffinePath(schedules.cond_ot()))
     opt = optax.sgd(0.1)
-    state = init_state(jax.random.key(0), {"w": jnp.ones(())}, opt)
-    step = make_train_step(model_fn, loss, opt, source=data.Gaussian(2))
-    x1, cond = jnp.ones((8, 2)), jnp.zeros((8, 2))
-    step(state, (x1, cond))
+    state = init_state(jax.random.key(0), {"w": jnp.zeros(())}, opt)
+    source = data.Gaussian(2)
+    step = make_train_step(model_fn, loss, opt, source=source, coupling=coupling)
+    _, k_source, _, _ = jax.random.split(jax.random.fold_in(state.key, 0), 4)
+    x1 = jax.random.normal(jax.random.key(5), (8, 2)) + 2.0
+    x0 = source.sample(k_source, 8).astype(x1.dtype)
+    # The coupling pairs x0_i with x1 row 7 - i and moves cond with x1.
+    cond = x1 - (x0 if coupling is None else x0[::-1])
+    _, metrics = step(state, (x1, cond))
     assert seen == [(2,)]
+    assert float(metrics["loss"]) < 1e-10
+    # The check can fail: with cond left out the loss is the target's mean square.
+    _, without = step(state, (x1, jnp.zeros_like(cond)))
+    assert float(without["loss"]) > 1.0
 
 
 @pytest.mark.parametrize(
