@@ -92,8 +92,8 @@ def test_sample_with_another_solver(run_dir, tmp_path):
 
     The reference integrates the same start (`--seed 0` is the default) from the
     newest checkpoint's EMA parameters with flowlab.sample_ode. Tolerance 1e-5:
-    float32, the same computation. Other solvers or step counts (the config's
-    Euler with 20 steps, RK4 with 4) move the samples by far more (checked).
+    float32, the same computation. One step fewer moves the samples by more than
+    1e-3 (checked), and the config's Euler with 20 steps by about 0.1.
     """
     out = tmp_path / "rk4.npy"
     args = ["sample", str(run_dir), "--n", "32", "--solver", "rk4", "--steps", "5"]
@@ -110,8 +110,7 @@ def test_sample_with_another_solver(run_dir, tmp_path):
         )
 
     np.testing.assert_allclose(x, solve("rk4", 5), rtol=1e-5, atol=1e-5)
-    for solver, steps in [("euler", 20), ("rk4", 4)]:
-        assert np.max(np.abs(x - solve(solver, steps))) > 1e-3, (solver, steps)
+    assert np.max(np.abs(x - solve("rk4", 4))) > 1e-3
 
 
 def test_eval_recomputes_the_summary(run_dir, tmp_path):

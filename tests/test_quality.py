@@ -17,12 +17,18 @@ def _float32():
 
 @pytest.mark.slow
 def test_torchcfm_protocol_moons(tmp_path):
-    """Tong et al. 2023's protocol for N(0, I) -> moons with I-CFM.
+    """Tong et al. 2023's training protocol for N(0, I) -> moons, on Cond-OT.
 
-    10k training points, 3x64 SELU MLP, AdamW lr 1e-3 wd 1e-5, batch 512, 1000
-    epochs, 100 Euler steps; W2 between 10k samples and 10k held-out points. The
-    issue asks for W2 <= 0.25 (published I-CFM 0.178 +- 0.014, FM 0.209); seed 0
-    measured 0.157. About 2-5 minutes, most of it the exact 10k x 10k assignment.
+    `configs/torchcfm_moons.toml`: the protocol (10k training points, 3x64 SELU
+    MLP, AdamW lr 1e-3 wd 1e-5, batch 512, 1000 epochs = 19,532 steps, 100 Euler
+    steps, W2 between 10k samples and 10k held-out points) on flowlab's default
+    path, Cond-OT with sigma = 0 and independent pairs, seed 0. This is not I-CFM
+    (sigma = 0.1), whose reproduction, five seeds, is reproductions/sf2m_table2.
+    Asserted: the evaluation uses the protocol's 10k points and 100 Euler steps,
+    and W2 <= 0.25, the issue's bound, set above the published figures of the
+    related methods on this task (Tong et al., Table 2: I-CFM 0.178 +- 0.014, FM
+    0.209) so that one seed of a sound run passes. Slow: the training and an exact
+    10k x 10k assignment.
     """
     out = tmp_path / "run"
     assert main(["train", "torchcfm_moons", "--out", str(out), "--no-progress"]) == 0

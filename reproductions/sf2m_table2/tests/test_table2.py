@@ -69,6 +69,17 @@ def test_run_one_writes_a_complete_result(method, tmp_path):
     assert on_disk["w2_backend"] == "flowlab.metrics"
     assert on_disk["sigma"] == (1.0 if method == "sbcfm" else 0.1)
     assert 0 <= on_disk["npe"] < float("inf")
+    # NPE = |E - W2(q0, q1)^2| / W2(q0, q1)^2, W2 between this seed's evaluation
+    # source points and held-out targets (float64 throughout: 1e-12).
+    setup = table2.training_setup("normal_moons", method, 3, n_train=256)
+    x0 = setup.source.sample(setup.keys["eval_source"], 64)
+    test = setup.target.sample(setup.keys["test"], 64)
+    w2_st = metrics.wasserstein2(x0, test)
+    assert on_disk["w2_source_target"] == pytest.approx(w2_st, rel=1e-12)
+    assert on_disk["npe"] == pytest.approx(
+        abs(on_disk["path_energy"] - w2_st**2) / w2_st**2, rel=1e-12
+    )
+    assert on_disk["w2_source_samples"] > 0
     # Euler's energy sum_k |v_k|^2 dt bounds |x1 - x0|^2 per point (Cauchy-Schwarz),
     # whose mean bounds W2^2 between the flow's own endpoints.
     assert on_disk["path_energy"] >= on_disk["w2_source_samples"] ** 2 * (1 - 1e-5)
@@ -77,6 +88,20 @@ def test_run_one_writes_a_complete_result(method, tmp_path):
     )
     assert on_disk["coupling_share"] >= 0
     assert (on_disk["coupling_seconds"] == 0) == (method in ("icfm", "fm"))
+    # The share is the timed coupling's seconds over the training's; the training
+    # (4 steps, compile included) takes seconds, 4 coupling calls milliseconds.
+    assert on_disk["coupling_share"] == pytest.approx(
+        on_disk["coupling_seconds"] / on_disk["train_seconds"], rel=1e-12
+    )
+    assert on_disk["coupling_seconds"] == pytest.approx(
+        on_disk["coupling_seconds_per_step"] * 4, rel=1e-12
+    )
+    assert on_disk["coupling_share"] < 1
+    assert on_disk["train_seconds"] > 0
+    # The loss of the last logged step, finite, and no step skipped.
+    assert on_disk["final_loss"] == on_disk["loss_curve"][-1][1]
+    assert 0 < on_disk["final_loss"] < float("inf")
+    assert on_disk["skipped_steps"] == 0
     assert not list(tmp_path.glob(".*tmp"))  # written atomically, nothing left over
 
 
