@@ -245,9 +245,7 @@ def test_plugs_into_the_trainer():
 
 
 def test_interpolant_loss_errors(key):
-    with pytest.raises(
-        TypeError, match="path must be a stochastic interpolant"
-    ):
+    with pytest.raises(TypeError, match="path must be a stochastic interpolant"):
         InterpolantLoss(paths.AffinePath(flowlab.schedules.cond_ot()))
     with pytest.raises(ValueError, match="prediction must be one of"):
         InterpolantLoss(paths.linear_interpolant(), "x1")

@@ -35,7 +35,9 @@ def test_never_pairs_across_labels(name, key):
 
 def test_x0_without_labels_inherits_them_and_exact_ot_is_optimal_per_label(key):
     x0, _, x1, l1 = _labelled(42)
-    y0, (y1, m1) = jax.jit(couplings.conditional(couplings.exact_ot()))(key, x0, (x1, l1))
+    y0, (y1, m1) = jax.jit(couplings.conditional(couplings.exact_ot()))(
+        key, x0, (x1, l1)
+    )
     np.testing.assert_array_equal(y0, x0)
     np.testing.assert_array_equal(m1, l1)  # row k of x0 took x1's label k
     for label in range(3):  # within each label: the optimal assignment
