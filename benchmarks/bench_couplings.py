@@ -3,8 +3,9 @@
 Each batch is x0 ~ N(0, I) and x1 ~ two moons (`flowlab.data.Moons`), 2-D, float32
 as users train. For every batch size every contender couples the same batch:
 
-- flowlab `exact_ot()` (float32 inputs: the assignment on 32-bit integers), and
-  again with x64 enabled on float64 copies (64-bit integers: exact to float64);
+- flowlab `exact_ot()` (float32 inputs: the auction on 32-bit integers, refined
+  until its certificate says the pairing is optimal for the float32 costs), and
+  again with x64 enabled on float64 copies (64-bit integers, refined to float64);
 - flowlab `sinkhorn(eps)` for two regularisations (pairs drawn from the plan, with
   the number of Sinkhorn iterations), `stable_matching()`, `independent()`;
 - POT `ot.emd` (torchcfm's exact OT): the time includes building the float64 cost

@@ -144,3 +144,25 @@ def test_runner_writes_its_run_folder(tmp_path):
     _common.write_run(tmp_path / "x", record, "| a |")
     assert json.loads((tmp_path / "x" / "results.json").read_text()) == record
     assert (tmp_path / "x" / "results.md").read_text() == "| a |\n"
+
+
+def test_compare_assignment_times_a_revision_beside_emd(capsys):
+    """The revision comparison runs on a tiny batch (HEAD against the tree)."""
+    pytest.importorskip("ot")
+    git = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    )
+    if git.returncode:
+        pytest.skip("needs a git checkout")
+    from benchmarks import compare_assignment
+
+    compare_assignment.main(["--base", "HEAD", "--reps", "1", "--sizes", "16"])
+    table = capsys.readouterr().out
+    rows = [line for line in table.splitlines() if line.startswith("| moons | 16 |")]
+    assert [r.split("|")[3].strip() for r in rows] == [
+        "exact_ot at HEAD",
+        "exact_ot now",
+        "ot.emd",
+    ]
+    # Every contender is exact on 16 points (the last column: excess over scipy).
+    assert all(float(r.split("|")[-2]) == 0.0 for r in rows)
