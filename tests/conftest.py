@@ -5,6 +5,8 @@
   pass float32 arrays and check that the result stays float32 (library code never
   hard-codes a dtype, so float32 inputs give float32 computations even with x64 on).
 - `jax_numpy_rank_promotion="raise"`: library code must broadcast explicitly.
+- A persistent XLA compilation cache (below) for the workers and subprocesses;
+  point `JAX_COMPILATION_CACHE_DIR` elsewhere, or delete the folder, to start cold.
 - Hypothesis profiles: `default` (modest, derandomized so that a run is reproducible,
   no deadline because the first call of a JAX function compiles) and `thorough`
   (many random examples); choose with `HYPOTHESIS_PROFILE=thorough pytest tests`.
@@ -15,11 +17,27 @@ Test directories have no `__init__.py`: every test module has a unique basename,
 """
 
 import os
+import tempfile
 
-import jax
+# One XLA compilation cache shared by the xdist workers and every subprocess they
+# start (CLI runs, resumed runs, the 8-device suite), which inherit the environment:
+# a program the suite has compiled once is read back instead of compiled again.
+# It only skips XLA's compile step (tracing still runs), so it changes no result.
+os.environ.setdefault(
+    "JAX_COMPILATION_CACHE_DIR",
+    os.path.join(tempfile.gettempdir(), f"flowlab-tests-xla-cache-{os.getuid()}"),
+)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
+
+import jax  # noqa: E402
 import pytest
 from hypothesis import HealthCheck, settings
 
+jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+jax.config.update(
+    "jax_persistent_cache_min_compile_time_secs",
+    float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]),
+)
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_rank_promotion", "raise")
 

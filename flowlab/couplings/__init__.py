@@ -30,6 +30,7 @@ from ._assignment import linear_assignment
 from ._base import (
     AbstractCostCoupling,
     AbstractCoupling,
+    AbstractPermutationCoupling,
     Coupled,
     FunctionCoupling,
     Independent,
@@ -64,6 +65,7 @@ __all__ = [
     "AbstractCoupling",
     "AbstractDataDependent",
     "AbstractFallback",
+    "AbstractPermutationCoupling",
     "AbstractUnconvergedPolicy",
     "AcceptUnconverged",
     "Conditional",

@@ -15,6 +15,7 @@ from .. import registry
 __all__ = [
     "AbstractCostCoupling",
     "AbstractCoupling",
+    "AbstractPermutationCoupling",
     "Coupled",
     "FunctionCoupling",
     "Independent",
@@ -182,6 +183,25 @@ class AbstractCostCoupling(AbstractCoupling):
         self.check_sizes(x0, x1)
         rows0, rows1, stats = self.match(key, self.cost_matrix(x0, x1))
         return Coupled(take_rows(x0, rows0), take_rows(x1, rows1), stats)
+
+
+class AbstractPermutationCoupling(AbstractCostCoupling):
+    """A cost coupling that keeps `x0` in order and permutes `x1`.
+
+    Both batches have `n` rows and both marginals are kept exactly. Subclasses
+    implement `permutation`, from the square cost matrix to `sigma` with `x1[sigma]`
+    paired to `x0`; the key is not used.
+    """
+
+    square: ClassVar[bool] = True
+
+    @abc.abstractmethod
+    def permutation(self, cost: Float[Array, "n n"]) -> Int[Array, " n"]:
+        """`sigma` with `sigma[i]` the row of `x1` paired to row `i` of `x0`."""
+
+    def match(self, key: PRNGKeyArray, cost: Float[Array, "n n"]) -> Matching:
+        del key
+        return Matching(None, self.permutation(cost))
 
 
 class Independent(AbstractCoupling):

@@ -1,19 +1,17 @@
 r"""Exact minibatch optimal transport: the optimal permutation of a batch (OT-CFM)."""
 
-from typing import ClassVar
-
 import equinox as eqx
-from jaxtyping import Array, Float, PRNGKeyArray
+from jaxtyping import Array, Float, Int
 from ott.geometry import costs
 
 from .. import registry
 from ._assignment import linear_assignment
-from ._base import AbstractCostCoupling, Matching
+from ._base import AbstractPermutationCoupling
 
 __all__ = ["ExactOT", "exact_ot"]
 
 
-class ExactOT(AbstractCostCoupling):
+class ExactOT(AbstractPermutationCoupling):
     r"""Re-pair `x1` to `x0` by the assignment of least total cost.
 
     With uniform weights on two batches of `n` rows, an optimal transport plan is a
@@ -31,15 +29,14 @@ class ExactOT(AbstractCostCoupling):
     data). The key is not used.
 
     Attributes:
-        cost_fn: the ground cost, an ott-jax `CostFn` (default squared Euclidean).
+        cost_fn: the ground cost, an ott-jax `CostFn`. The default, squared
+            Euclidean, makes the batch plan the empirical $W_2$ plan.
     """
 
     cost_fn: costs.CostFn = eqx.field(default_factory=costs.SqEuclidean)
-    square: ClassVar[bool] = True
 
-    def match(self, key: PRNGKeyArray, cost: Float[Array, "n n"]) -> Matching:
-        del key
-        return Matching(None, linear_assignment(cost))
+    def permutation(self, cost: Float[Array, "n n"]) -> Int[Array, " n"]:
+        return linear_assignment(cost)
 
 
 @registry.register("coupling", "exact_ot")

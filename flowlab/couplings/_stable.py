@@ -1,15 +1,15 @@
 r"""Stable matching (multisample flow matching's "Stable" coupling): Gale–Shapley."""
 
-from typing import ClassVar, NamedTuple
+from typing import NamedTuple
 
 import equinox as eqx
 import jax.numpy as jnp
 from jax import lax
-from jaxtyping import Array, Float, Int, PRNGKeyArray
+from jaxtyping import Array, Float, Int
 from ott.geometry import costs
 
 from .. import registry
-from ._base import AbstractCostCoupling, Matching
+from ._base import AbstractPermutationCoupling
 
 __all__ = ["StableMatching", "stable_match", "stable_matching"]
 
@@ -69,7 +69,7 @@ def stable_match(cost: Float[Array, "n n"]) -> Int[Array, " n"]:
     return lax.while_loop(lambda s: jnp.any(s.partner < 0), propose, start).partner
 
 
-class StableMatching(AbstractCostCoupling):
+class StableMatching(AbstractPermutationCoupling):
     r"""Re-pair `x1` to `x0` by a stable matching of the cost preferences.
 
     Each `x0` row prefers the `x1` rows of lower cost and vice versa; the matching
@@ -80,15 +80,15 @@ class StableMatching(AbstractCostCoupling):
     cheapest remaining pair first. The key is not used.
 
     Attributes:
-        cost_fn: the ground cost, an ott-jax `CostFn` (default squared Euclidean).
+        cost_fn: the ground cost (an ott-jax `CostFn`, squared Euclidean by
+            default); row `i` of the cost ranks the `x1` rows for `x0[i]` and
+            column `j` ranks the `x0` rows for `x1[j]`, so only its order matters.
     """
 
     cost_fn: costs.CostFn = eqx.field(default_factory=costs.SqEuclidean)
-    square: ClassVar[bool] = True
 
-    def match(self, key: PRNGKeyArray, cost: Float[Array, "n n"]) -> Matching:
-        del key
-        return Matching(None, stable_match(cost))
+    def permutation(self, cost: Float[Array, "n n"]) -> Int[Array, " n"]:
+        return stable_match(cost)
 
 
 @registry.register("coupling", "stable_matching")

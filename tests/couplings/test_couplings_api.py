@@ -111,3 +111,38 @@ def test_train_step_with_a_coupling_runs():
     # Exact OT pairs each noise point with a nearby moon point: at these keys the
     # loss is 2.16 against 6.28 for the drawn pairs, so skipping the coupling fails.
     assert float(coupled) < 0.7 * float(drawn)
+
+
+class _ByFirstCoordinate(couplings.AbstractPermutationCoupling):
+    """A user's permutation coupling: x1 rows sorted by their cost to row 0."""
+
+    cost_fn: object = eqx.field(default_factory=lambda: couplings.ExactOT().cost_fn)
+
+    def permutation(self, cost):
+        return jnp.argsort(cost[0]).astype(jnp.int32)
+
+
+def test_user_permutation_coupling_keeps_x0_and_permutes_x1(key):
+    """`permutation(cost)` is all a subclass writes: x0 stays, leaves move with x1."""
+    x0, x1 = (jnp.asarray(a) for a in cases.batch("moons_normal", 16, 52))
+    labels = jnp.arange(16)
+    coupling = _ByFirstCoordinate()
+    y0, (y1, moved), stats = jax.jit(coupling.couple)(key, x0, (x1, labels))
+    cost = jnp.sum((x0[:1] - x1) ** 2, axis=1)
+    sigma = jnp.argsort(cost)
+    np.testing.assert_array_equal(y0, x0)
+    np.testing.assert_array_equal(moved, sigma)
+    np.testing.assert_array_equal(y1, x1[sigma])
+    assert stats == {}
+    assert coupling.square
+    assert coupling.repairs_rows
+    with pytest.raises(ValueError, match="same number of rows"):
+        coupling(key, x0, x1[:8])
+
+
+def test_permutation_coupling_without_permutation_cannot_be_built():
+    class Incomplete(couplings.AbstractPermutationCoupling):
+        cost_fn: object = None
+
+    with pytest.raises(TypeError, match="abstract"):
+        Incomplete()

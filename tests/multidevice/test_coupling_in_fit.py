@@ -7,6 +7,8 @@ velocity target is `x1 - x0` at every `t`, so a model that outputs zero at step 
 has loss `sum_i |x1_i - x0_i|^2 / (N D)`, the cost of the pairing the coupling made.
 """
 
+from typing import ClassVar
+
 import chex
 import equinox as eqx
 import jax
@@ -44,8 +46,9 @@ class Blockwise(couplings.AbstractCoupling):
 
     coupling: couplings.AbstractCoupling
     blocks: int = eqx.field(static=True)
+    repairs_rows: ClassVar[bool] = True
 
-    def __call__(self, key, x0, x1):
+    def couple(self, key, x0, x1):
         def blocks(tree):  # (n, ...) -> (blocks, n / blocks, ...)
             return jax.tree_util.tree_map(
                 lambda a: a.reshape(self.blocks, -1, *a.shape[1:]), tree
@@ -54,7 +57,8 @@ class Blockwise(couplings.AbstractCoupling):
         keys = jax.vmap(lambda s: jax.random.fold_in(key, s))(jnp.arange(self.blocks))
         # lax.map, not vmap: exact_ot's solver loops do not terminate under vmap.
         out = jax.lax.map(lambda a: self.coupling(*a), (keys, blocks(x0), blocks(x1)))
-        return jax.tree_util.tree_map(lambda a: a.reshape(-1, *a.shape[2:]), out)
+        y0, y1 = jax.tree_util.tree_map(lambda a: a.reshape(-1, *a.shape[2:]), out)
+        return couplings.Coupled(y0, y1)
 
 
 def _points():

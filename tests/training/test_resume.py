@@ -2,11 +2,13 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -89,48 +91,64 @@ def _final_params(out: Path):
     return jax.tree_util.tree_leaves(jax.device_get((state.params, state.ema_params)))
 
 
-def _assert_bitwise_equal_runs(a: Path, b: Path, tmp: Path) -> None:
-    for x, y in zip(_final_params(a), _final_params(b), strict=True):
+def _steps(out: Path) -> list[int]:
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(x)["step"] for x in lines]
+
+
+class Finished(NamedTuple):
+    """What a finished run is compared on: parameters, samples, logged steps."""
+
+    params: list
+    samples: np.ndarray
+    steps: list[int]
+
+
+def _finished(out: Path, tmp: Path) -> Finished:
+    return Finished(_final_params(out), _samples(out, tmp), _steps(out))
+
+
+def _assert_bitwise_equal_runs(a: Finished, b: Finished) -> None:
+    for x, y in zip(a.params, b.params, strict=True):
         np.testing.assert_array_equal(x, y)
-    np.testing.assert_array_equal(_samples(a, tmp), _samples(b, tmp))
-    steps_a = [
-        json.loads(x)["step"] for x in (a / "metrics.jsonl").read_text().splitlines()
-    ]
-    steps_b = [
-        json.loads(x)["step"] for x in (b / "metrics.jsonl").read_text().splitlines()
-    ]
-    assert steps_a == steps_b
+    np.testing.assert_array_equal(a.samples, b.samples)
+    assert a.steps == b.steps
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    out = tmp_path_factory.mktemp("ref") / "run"
-    proc = _flowlab("train", *RUN, "--out", str(out), "--no-progress")
+def reference(tmp_path_factory) -> Finished:
+    """The uninterrupted run (the module runs on one xdist worker: built once)."""
+    tmp = tmp_path_factory.mktemp("ref")
+    proc = _flowlab("train", *RUN, "--out", str(tmp / "run"), "--no-progress")
     assert proc.returncode == 0, proc.stderr
-    return out
+    return _finished(tmp / "run", tmp)
 
 
-def _killed_after_second_checkpoint(out: Path) -> None:
+@pytest.fixture(scope="module")
+def killed(tmp_path_factory) -> Path:
+    """A run SIGKILLed after its second checkpoint; tests resume copies of it."""
+    out = tmp_path_factory.mktemp("killed") / "run"
     proc = _start(out)
     _wait_for_checkpoint(proc, out, 2000)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
     assert not (out / "summary.json").exists()
+    return out
 
 
-def test_sigkill_then_resume_is_bitwise_identical(reference, tmp_path):
-    out = tmp_path / "run"
-    _killed_after_second_checkpoint(out)
+def test_sigkill_then_resume_is_bitwise_identical(reference, killed, tmp_path):
+    out = shutil.copytree(killed, tmp_path / "run")
     proc = _flowlab("train", "--resume", str(out), "--no-progress")
     assert proc.returncode == 0, proc.stderr
     assert (out / "summary.json").is_file()
-    _assert_bitwise_equal_runs(reference, out, tmp_path)
+    _assert_bitwise_equal_runs(reference, _finished(out, tmp_path))
 
 
-def test_corrupted_newest_checkpoint_is_reported_and_skipped(reference, tmp_path):
-    out = tmp_path / "run"
-    _killed_after_second_checkpoint(out)
+def test_corrupted_newest_checkpoint_is_reported_and_skipped(
+    reference, killed, tmp_path
+):
+    out = shutil.copytree(killed, tmp_path / "run")
     steps = sorted(
         int(p.name) for p in (out / "checkpoints").iterdir() if p.name.isdigit()
     )
@@ -144,7 +162,7 @@ def test_corrupted_newest_checkpoint_is_reported_and_skipped(reference, tmp_path
     assert f"step {newest}" in proc.stderr
     assert "unreadable" in proc.stderr
     assert f"using step {previous}" in proc.stderr
-    _assert_bitwise_equal_runs(reference, out, tmp_path)
+    _assert_bitwise_equal_runs(reference, _finished(out, tmp_path))
 
 
 def test_sigterm_saves_a_checkpoint_before_exit(reference, tmp_path):
@@ -159,7 +177,7 @@ def test_sigterm_saves_a_checkpoint_before_exit(reference, tmp_path):
     assert (out / "checkpoints" / str(saved)).is_dir()
     proc = _flowlab("train", "--resume", str(out), "--no-progress")
     assert proc.returncode == 0, proc.stderr
-    _assert_bitwise_equal_runs(reference, out, tmp_path)
+    _assert_bitwise_equal_runs(reference, _finished(out, tmp_path))
 
 
 def test_resume_rejects_bad_input(tmp_path):
