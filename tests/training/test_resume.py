@@ -117,7 +117,7 @@ def _assert_bitwise_equal_runs(a: Finished, b: Finished) -> None:
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> Finished:
-    """The uninterrupted run (the module runs on one xdist worker: built once)."""
+    """The uninterrupted run, once per xdist worker that runs this module."""
     tmp = tmp_path_factory.mktemp("ref")
     proc = _flowlab("train", *RUN, "--out", str(tmp / "run"), "--no-progress")
     assert proc.returncode == 0, proc.stderr
