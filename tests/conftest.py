@@ -7,6 +7,8 @@
 - `jax_numpy_rank_promotion="raise"`: library code must broadcast explicitly.
 - A persistent XLA compilation cache (below) for the workers and subprocesses;
   point `JAX_COMPILATION_CACHE_DIR` elsewhere, or delete the folder, to start cold.
+- Tests marked `heavy` (a subprocess suite, a real training run: tens of seconds)
+  are scheduled first (`pytest_collection_modifyitems`).
 - Hypothesis profiles: `default` (modest, derandomized so that a run is reproducible,
   no deadline because the first call of a JAX function compiles) and `thorough`
   (many random examples); choose with `HYPOTHESIS_PROFILE=thorough pytest tests`.
@@ -55,6 +57,15 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow],
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+
+def pytest_collection_modifyitems(config, items):
+    """Run the `heavy` tests first, so no worker is left alone with one at the end.
+
+    The order is the same in every xdist worker (a stable sort of the collection),
+    as xdist requires; tests still run in collection order within each class.
+    """
+    items.sort(key=lambda item: item.get_closest_marker("heavy") is None)
 
 
 @pytest.fixture

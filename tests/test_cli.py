@@ -16,6 +16,9 @@ from flowlab import metrics, run
 from flowlab.cli import main
 from flowlab.experiment import run_keys
 
+# The tests of one xdist worker (`--dist loadgroup`) share `run_dir`, built once.
+SHARED = pytest.mark.xdist_group("cli_run")
+
 
 @pytest.fixture(autouse=True, scope="module")
 def _float32():
@@ -46,6 +49,7 @@ def run_dir(tmp_path_factory):
     return out
 
 
+@SHARED
 def test_train_writes_a_complete_run_directory(run_dir):
     names = {p.name for p in run_dir.iterdir()}
     assert {"config.toml", "metrics.jsonl", "checkpoints", "samples.png"} <= names
@@ -65,6 +69,7 @@ def test_train_writes_a_complete_run_directory(run_dir):
     assert not [p for p in run_dir.iterdir() if p.name.startswith(".")]
 
 
+@SHARED
 def test_sample_same_seed_same_samples(run_dir, tmp_path):
     a, b, c = tmp_path / "a.npy", tmp_path / "b.npy", tmp_path / "c.npy"
     assert (
@@ -87,6 +92,7 @@ def _velocity(exp):
     return lambda t, x, params: exp.model_fn(params, t, x, None)
 
 
+@SHARED
 def test_sample_with_another_solver(run_dir, tmp_path):
     """`--solver rk4 --steps 5` are the solve's: the samples are `sample_ode`'s.
 
@@ -113,6 +119,7 @@ def test_sample_with_another_solver(run_dir, tmp_path):
     assert np.max(np.abs(x - solve("rk4", 4))) > 1e-3
 
 
+@SHARED
 def test_eval_recomputes_the_summary(run_dir, tmp_path):
     """`eval` recomputes the metrics from the checkpoint, without summary.json.
 
@@ -165,6 +172,7 @@ def test_bad_input_exits_2_with_a_reason(argv, message, tmp_path, capsys):
     assert not out.exists()
 
 
+@SHARED
 def test_sample_rejects_bad_solver_and_output(run_dir, tmp_path, capsys):
     assert main(["sample", str(run_dir), "--solver", "leapfrog"]) == 2
     assert "--solver" in capsys.readouterr().err
@@ -172,6 +180,7 @@ def test_sample_rejects_bad_solver_and_output(run_dir, tmp_path, capsys):
     assert ".npy" in capsys.readouterr().err
 
 
+@SHARED
 def test_train_refuses_a_non_empty_out_dir(run_dir, capsys):
     assert main(["train", *TINY, "--out", str(run_dir), "--no-progress"]) == 2
     assert "not empty" in capsys.readouterr().err
@@ -294,6 +303,7 @@ def _run_installed(site: Path, cwd: Path, *argv: str, timeout: float = 300):
     )
 
 
+@pytest.mark.heavy
 def test_bench_runs_from_an_installed_package(tmp_path):
     site = _installed_copy(tmp_path)
     proc = _run_installed(site, tmp_path / "work", "bench", "--list")

@@ -5,9 +5,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 HERE = Path(__file__).resolve().parent
 
 
+@pytest.mark.heavy
 def test_multidevice_suite_passes_on_8_fake_cpu_devices():
     env = dict(os.environ)
     env["XLA_FLAGS"] = (

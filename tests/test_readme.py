@@ -49,6 +49,7 @@ def test_three_line_path_runs():
     assert jnp.allclose(scope["ps"].ut, 1.0)
 
 
+@pytest.mark.heavy
 def test_python_example_runs(capsys):
     """The example trains, samples and scores; what it prints is what it computed.
 

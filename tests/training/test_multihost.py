@@ -71,6 +71,7 @@ def _result(stdout: str) -> dict:
     return json.loads(line[len("RESULT ") :])
 
 
+@pytest.mark.heavy
 def test_two_hosts_match_one_host_with_the_same_devices(tmp_path):
     worker = [sys.executable, str(HERE / "multihost_worker.py")]
     two = _run_two(worker, tmp_path)

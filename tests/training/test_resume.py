@@ -13,6 +13,10 @@ from typing import NamedTuple
 import numpy as np
 import pytest
 
+# The tests of one xdist worker (`--dist loadgroup`) share the module fixtures
+# below (an uninterrupted run and a killed one), which are then built once.
+SHARED = pytest.mark.xdist_group("resume")
+
 RUN = [
     "moons",
     "steps=10000",
@@ -75,9 +79,14 @@ def _checkpoint_bytes(out: Path, step: int) -> dict[str, bytes]:
 
 
 def _samples(out: Path, tmp: Path) -> np.ndarray:
+    # In this process (float32, tests/training/conftest.py): the same command as
+    # `flowlab sample`, without a second interpreter and import of jax per run.
+    from flowlab.cli import main
+
     path = tmp / f"{out.name}.npy"
-    proc = _flowlab("sample", str(out), "--n", "500", "--seed", "3", "--out", str(path))
-    assert proc.returncode == 0, proc.stderr
+    assert (
+        main(["sample", str(out), "--n", "500", "--seed", "3", "--out", str(path)]) == 0
+    )
     return np.load(path)
 
 
@@ -86,8 +95,7 @@ def _final_params(out: Path):
 
     from flowlab.run import load_run
 
-    with jax.enable_x64(False):
-        _, state = load_run(out)
+    _, state = load_run(out)
     return jax.tree_util.tree_leaves(jax.device_get((state.params, state.ema_params)))
 
 
@@ -137,6 +145,8 @@ def killed(tmp_path_factory) -> Path:
     return out
 
 
+@SHARED
+@pytest.mark.heavy
 def test_sigkill_then_resume_is_bitwise_identical(reference, killed, tmp_path):
     out = shutil.copytree(killed, tmp_path / "run")
     proc = _flowlab("train", "--resume", str(out), "--no-progress")
@@ -145,6 +155,8 @@ def test_sigkill_then_resume_is_bitwise_identical(reference, killed, tmp_path):
     _assert_bitwise_equal_runs(reference, _finished(out, tmp_path))
 
 
+@SHARED
+@pytest.mark.heavy
 def test_corrupted_newest_checkpoint_is_reported_and_skipped(
     reference, killed, tmp_path
 ):
@@ -165,6 +177,8 @@ def test_corrupted_newest_checkpoint_is_reported_and_skipped(
     _assert_bitwise_equal_runs(reference, _finished(out, tmp_path))
 
 
+@SHARED
+@pytest.mark.heavy
 def test_sigterm_saves_a_checkpoint_before_exit(reference, tmp_path):
     out = tmp_path / "run"
     proc = _start(out)

@@ -21,6 +21,7 @@ def _setup(width=16, dtype=jnp.float32):
     return model_fn, params, loss, opt, state
 
 
+@pytest.mark.heavy
 def test_jit_equals_eager():
     model_fn, _, loss, opt, state = _setup()
     step = make_train_step(model_fn, loss, opt, source=data.Gaussian(2), batch_size=64)

@@ -46,6 +46,7 @@ def test_cells_and_published_values_cover_each_other():
     assert table2.PUBLISHED["icfm", "8gaussians_moons"] == (1.557, 0.407, 2.680)
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("method", ["icfm", "fm", "sbcfm", "otcfm"])
 def test_run_one_writes_a_complete_result(method, tmp_path):
     # Tiny: 4 steps (2 fused calls of 2), 64 evaluation points, 2 timed couplings.
