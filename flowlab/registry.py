@@ -35,6 +35,7 @@ registry.register("coupling", "my_ot", my_ot_factory)
 | `prediction` | what a loss's model predicts (`flowlab.losses`) |
 | `divergence` | how `log_likelihood` estimates $\nabla\cdot v$ |
 | `brownian` | how `sample_sde` draws its Brownian motion |
+| `manifold` | a Riemannian manifold (`flowlab.manifolds`) |
 """
 
 import inspect
@@ -69,6 +70,7 @@ KINDS: Mapping[str, str] = types.MappingProxyType(
         "prediction": "prediction",
         "divergence": "divergence estimator",
         "brownian": "Brownian motion",
+        "manifold": "manifold",
     }
 )
 """The kinds of names and how error messages call them."""

@@ -1,0 +1,115 @@
+r"""The manifold interface: one point, one tangent vector, pure functions.
+
+A manifold is an immutable pytree (`equinox.Module`) whose methods act on **one**
+point `x` (an array of the manifold's `shape`, its ambient coordinates) and tangent
+vectors `u, v` at `x` (arrays of the same shape); batches go through `jax.vmap`.
+
+- `expmap(x, u)`: the point at time 1 on the geodesic from `x` with velocity `u`;
+- `logmap(x, y)`: the velocity `u` at `x` with `expmap(x, u) = y` (shortest geodesic);
+- `projx(x)`: the point of the manifold nearest to an ambient point;
+- `proju(x, u)`: the orthogonal projection of an ambient vector on the tangent space;
+- `inner(x, u, v)`: the Riemannian metric $\langle u, v\rangle_x$;
+- `norm(x, u)`, `dist(x, y)`: $\|u\|_x$ and the geodesic distance;
+- `is_point(x)`, `is_tangent(x, u)`: whether `x` is on the manifold, `u` tangent at `x`.
+
+Compact manifolds (`AbstractCompactManifold`) also draw uniform points and know their
+volume. Every method is differentiable everywhere it is defined, with finite
+gradients at the points where a naive formula divides by zero (`u = 0`, `y = x`).
+"""
+
+import abc
+
+import equinox as eqx
+import jax.numpy as jnp
+from jaxtyping import Array, ArrayLike, Bool, Float, PRNGKeyArray
+
+__all__ = ["AbstractCompactManifold", "AbstractManifold"]
+
+Point = Float[Array, "*shape"]
+Tangent = Float[Array, "*shape"]
+Scalar = Float[Array, ""]
+
+
+def safe_norm(u: Float[Array, "*shape"]) -> Scalar:
+    """`‖u‖` with a zero (not NaN) gradient at `u = 0`."""
+    sq = jnp.sum(u * u)
+    positive = sq > 0
+    return jnp.where(positive, jnp.sqrt(jnp.where(positive, sq, 1.0)), 0.0)
+
+
+class AbstractManifold(eqx.Module):
+    r"""A Riemannian manifold embedded in $\mathbb{R}^{\text{shape}}$.
+
+    Attributes:
+        dim: the intrinsic dimension (2 for the sphere $S^2 \subset \mathbb{R}^3$).
+        shape: the shape of a point's ambient coordinates, e.g. `(3,)` for $S^2$.
+
+    Subclasses implement `expmap`, `logmap`, `projx`, `proju` and `inner`;
+    `norm` and `dist` follow (override `dist` where a closed form is more stable),
+    and `is_point` / `is_tangent` compare `projx` / `proju` with their input.
+    """
+
+    dim: eqx.AbstractVar[int]
+    shape: eqx.AbstractVar[tuple[int, ...]]
+
+    @abc.abstractmethod
+    def expmap(self, x: Point, u: Tangent) -> Point:
+        """The endpoint at time 1 of the geodesic from `x` with initial velocity `u`."""
+
+    @abc.abstractmethod
+    def logmap(self, x: Point, y: Point) -> Tangent:
+        """The initial velocity at `x` of the shortest geodesic that reaches `y`."""
+
+    @abc.abstractmethod
+    def projx(self, x: Float[ArrayLike, "*shape"]) -> Point:
+        """The point of the manifold nearest to the ambient point `x`."""
+
+    @abc.abstractmethod
+    def proju(self, x: Point, u: Float[ArrayLike, "*shape"]) -> Tangent:
+        """The orthogonal projection of the ambient vector `u` on the tangent space."""
+
+    @abc.abstractmethod
+    def inner(self, x: Point, u: Tangent, v: Tangent) -> Scalar:
+        r"""The metric $\langle u, v\rangle_x$."""
+
+    def norm(self, x: Point, u: Tangent) -> Scalar:
+        r"""$\|u\|_x = \sqrt{\langle u, u\rangle_x}$ (zero gradient at `u = 0`)."""
+        sq = self.inner(x, u, u)
+        positive = sq > 0
+        return jnp.where(positive, jnp.sqrt(jnp.where(positive, sq, 1.0)), 0.0)
+
+    def dist(self, x: Point, y: Point) -> Scalar:
+        """The geodesic distance, `norm(x, logmap(x, y))`."""
+        return self.norm(x, self.logmap(x, y))
+
+    def is_point(self, x: Float[ArrayLike, "*shape"], atol: float = 1e-5) -> Bool:
+        """Whether `x` lies on the manifold within `atol` (a boolean array)."""
+        x = jnp.asarray(x)
+        if x.shape != self.shape:
+            return jnp.asarray(False)
+        return jnp.all(jnp.abs(self.projx(x) - x) <= atol)
+
+    def is_tangent(
+        self, x: Point, u: Float[ArrayLike, "*shape"], atol: float = 1e-5
+    ) -> Bool:
+        """Whether `u` lies in the tangent space at `x` within `atol`."""
+        u = jnp.asarray(u)
+        if u.shape != self.shape:
+            return jnp.asarray(False)
+        return jnp.all(jnp.abs(self.proju(x, u) - u) <= atol)
+
+
+class AbstractCompactManifold(AbstractManifold):
+    """A compact manifold: finite volume, and a uniform distribution to draw from."""
+
+    @abc.abstractmethod
+    def random_uniform(self, key: PRNGKeyArray, dtype=float) -> Point:
+        """One point drawn uniformly (by the Riemannian volume)."""
+
+    @abc.abstractmethod
+    def log_volume(self) -> Scalar:
+        """The log of the manifold's Riemannian volume."""
+
+    def uniform_log_prob(self, x: Point) -> Scalar:
+        """The log-density of the uniform distribution, `-log_volume()`, at `x`."""
+        return jnp.zeros((), jnp.result_type(x, float)) - self.log_volume()

@@ -1,0 +1,68 @@
+r"""The flat torus $T^d = (\mathbb{R} / 2\pi\mathbb{Z})^d$: angles in $[0, 2\pi)$.
+
+The metric is the Euclidean one of the angles, so geodesics are straight lines
+that wrap: `expmap(x, u) = (x + u) mod 2π`, and `logmap(x, y)` is `y - x` with each
+component wrapped into $[-\pi, \pi)$ (the shortest way round). The injectivity
+radius is $\pi$ in each angle.
+"""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import PRNGKeyArray
+
+from .. import _checks, registry
+from ._base import AbstractCompactManifold, Point, Scalar, Tangent
+
+__all__ = ["FlatTorus"]
+
+_TWO_PI = 2 * jnp.pi
+
+
+@registry.register("manifold", "torus")
+class FlatTorus(AbstractCompactManifold):
+    r"""The flat torus $T^d$ (`FlatTorus(2)` is the square $[0, 2\pi)^2$, edges glued).
+
+    Attributes:
+        dim: $d$ (points have shape `(d,)`).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from flowlab import manifolds
+        >>> t2 = manifolds.FlatTorus(2)
+        >>> x, y = jnp.array([0.1, 3.0]), jnp.array([6.2, 3.5])
+        >>> [round(u, 4) for u in t2.logmap(x, y).tolist()]  # across the seam
+        [-0.1832, 0.5]
+    """
+
+    dim: int = eqx.field(static=True)
+
+    def __check_init__(self):
+        _checks.positive_int("dim", self.dim)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (self.dim,)
+
+    def expmap(self, x: Point, u: Tangent) -> Point:
+        return self.projx(x + u)
+
+    def logmap(self, x: Point, y: Point) -> Tangent:
+        return jnp.mod(y - x + jnp.pi, _TWO_PI) - jnp.pi
+
+    def projx(self, x) -> Point:
+        return jnp.mod(jnp.asarray(x), _TWO_PI)
+
+    def proju(self, x: Point, u) -> Tangent:
+        return jnp.asarray(u)
+
+    def inner(self, x: Point, u: Tangent, v: Tangent) -> Scalar:
+        return jnp.sum(u * v)
+
+    def random_uniform(self, key: PRNGKeyArray, dtype=float) -> Point:
+        key = _checks.key(key)
+        return jax.random.uniform(key, self.shape, dtype, 0.0, _TWO_PI)
+
+    def log_volume(self) -> Scalar:
+        r"""$d \log 2\pi$."""
+        return self.dim * jnp.log(_TWO_PI)
