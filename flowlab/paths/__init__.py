@@ -1,11 +1,12 @@
 """Probability paths: what $x_t$ is and what the model regresses onto."""
 
-from . import _base, affine, constant_noise, interpolants, multimarginal
+from . import _base, affine, constant_noise, geodesic, interpolants, multimarginal
 
 # Re-exports: `__all__` below lists them from each module's own `__all__`.
 from ._base import AbstractPath, PathSample
 from .affine import AffinePath
 from .constant_noise import ConstantNoisePath
+from .geodesic import GeodesicPath
 from .interpolants import (
     AbstractInterpolant,
     AbstractTwoSidedInterpolant,
@@ -37,6 +38,7 @@ __all__ = [
     *_base.__all__,
     *affine.__all__,
     *constant_noise.__all__,
+    *geodesic.__all__,
     *(name for name in interpolants.__all__ if name != "KINDS"),
     *multimarginal.__all__,
 ]
