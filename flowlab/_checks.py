@@ -11,6 +11,7 @@ from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 __all__ = [
     "callables",
+    "instance_of",
     "is_number",
     "key",
     "positive_int",
@@ -28,6 +29,14 @@ def positive_int(name: str, value: Any, what: str = "a positive int") -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be {what}, got {value!r}.")
     return value
+
+
+def instance_of(name: str, value: Any, cls: type, what: str, example: str) -> None:
+    """Raise a `TypeError` naming `name` unless `value` is a `cls` (called `what`)."""
+    if not isinstance(value, cls):
+        raise TypeError(
+            f"{name} must be a {what} (e.g. {example}), got {type(value).__name__}."
+        )
 
 
 def callables(**fns: Any) -> None:

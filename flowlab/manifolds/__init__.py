@@ -14,13 +14,14 @@ x = jax.vmap(s2.random_uniform)(jax.random.split(jax.random.key(0), 128))
 ```
 """
 
-from ._base import AbstractCompactManifold, AbstractManifold
+from ._base import AbstractCompactManifold, AbstractFlatManifold, AbstractManifold
 from .euclidean import Euclidean
 from .sphere import Sphere
 from .torus import FlatTorus
 
 __all__ = [
     "AbstractCompactManifold",
+    "AbstractFlatManifold",
     "AbstractManifold",
     "Euclidean",
     "FlatTorus",

@@ -23,7 +23,9 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Bool, Float, PRNGKeyArray
 
-__all__ = ["AbstractCompactManifold", "AbstractManifold"]
+from .. import _checks
+
+__all__ = ["AbstractCompactManifold", "AbstractFlatManifold", "AbstractManifold"]
 
 Point = Float[Array, "*shape"]
 Tangent = Float[Array, "*shape"]
@@ -51,6 +53,9 @@ class AbstractManifold(eqx.Module):
 
     dim: eqx.AbstractVar[int]
     shape: eqx.AbstractVar[tuple[int, ...]]
+
+    def __check_init__(self):
+        _checks.positive_int("dim", self.dim)
 
     @abc.abstractmethod
     def expmap(self, x: Point, u: Tangent) -> Point:
@@ -113,3 +118,20 @@ class AbstractCompactManifold(AbstractManifold):
     def uniform_log_prob(self, x: Point) -> Scalar:
         """The log-density of the uniform distribution, `-log_volume()`, at `x`."""
         return jnp.zeros((), jnp.result_type(x, float)) - self.log_volume()
+
+
+class AbstractFlatManifold(AbstractManifold):
+    r"""A flat manifold in its own coordinates: points of shape `(dim,)`.
+
+    Every ambient vector is tangent, and the metric is the Euclidean inner product.
+    """
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (self.dim,)
+
+    def proju(self, x: Point, u: Float[ArrayLike, "*shape"]) -> Tangent:
+        return jnp.asarray(u)
+
+    def inner(self, x: Point, u: Tangent, v: Tangent) -> Scalar:
+        return jnp.sum(u * v)

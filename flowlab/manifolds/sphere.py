@@ -59,9 +59,6 @@ class Sphere(AbstractCompactManifold):
 
     dim: int = eqx.field(static=True)
 
-    def __check_init__(self):
-        _checks.positive_int("dim", self.dim)
-
     @property
     def shape(self) -> tuple[int, ...]:
         return (self.dim + 1,)

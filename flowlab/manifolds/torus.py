@@ -12,7 +12,7 @@ import jax.numpy as jnp
 from jaxtyping import PRNGKeyArray
 
 from .. import _checks, registry
-from ._base import AbstractCompactManifold, Point, Scalar, Tangent
+from ._base import AbstractCompactManifold, AbstractFlatManifold, Point, Scalar, Tangent
 
 __all__ = ["FlatTorus"]
 
@@ -20,7 +20,7 @@ _TWO_PI = 2 * jnp.pi
 
 
 @registry.register("manifold", "torus")
-class FlatTorus(AbstractCompactManifold):
+class FlatTorus(AbstractFlatManifold, AbstractCompactManifold):
     r"""The flat torus $T^d$ (`FlatTorus(2)` is the square $[0, 2\pi)^2$, edges glued).
 
     Attributes:
@@ -37,13 +37,6 @@ class FlatTorus(AbstractCompactManifold):
 
     dim: int = eqx.field(static=True)
 
-    def __check_init__(self):
-        _checks.positive_int("dim", self.dim)
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return (self.dim,)
-
     def expmap(self, x: Point, u: Tangent) -> Point:
         return self.projx(x + u)
 
@@ -52,12 +45,6 @@ class FlatTorus(AbstractCompactManifold):
 
     def projx(self, x) -> Point:
         return jnp.mod(jnp.asarray(x), _TWO_PI)
-
-    def proju(self, x: Point, u) -> Tangent:
-        return jnp.asarray(u)
-
-    def inner(self, x: Point, u: Tangent, v: Tangent) -> Scalar:
-        return jnp.sum(u * v)
 
     def random_uniform(self, key: PRNGKeyArray, dtype=float) -> Point:
         key = _checks.key(key)

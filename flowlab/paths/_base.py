@@ -7,7 +7,10 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
-__all__ = ["AbstractPath", "PathSample"]
+from .. import _checks
+from ..schedules import AbstractSchedule
+
+__all__ = ["AbstractPath", "AbstractScheduledPath", "PathSample"]
 
 Key = PRNGKeyArray | None
 """A path's key: `None` for paths that draw nothing."""
@@ -43,6 +46,21 @@ class AbstractPath(eqx.Module):
     @abc.abstractmethod
     def sample(self, key: Key, x0: Point, x1: Point, t: Time) -> PathSample:
         """Draw $x_t$ and its target given one pair `(x0, x1)` and a scalar `t`."""
+
+
+class AbstractScheduledPath(AbstractPath):
+    """A path timed by a schedule (`AffinePath`, `GeodesicPath`), checked when built."""
+
+    schedule: eqx.AbstractVar[AbstractSchedule]
+
+    def __check_init__(self):
+        _checks.instance_of(
+            "schedule",
+            self.schedule,
+            AbstractSchedule,
+            "flowlab.schedules.AbstractSchedule",
+            "schedules.cond_ot()",
+        )
 
 
 def check_pair(x0, x1, t):

@@ -18,7 +18,7 @@ vector field `v(t, x, args)`.
 from jaxtyping import Array, ArrayLike, Float
 
 from ..schedules import AbstractSchedule
-from ._base import AbstractPath, Key, PathSample, Point, Time, check_pair
+from ._base import AbstractScheduledPath, Key, PathSample, Point, Time, check_pair
 
 __all__ = ["AffinePath"]
 
@@ -26,7 +26,7 @@ _X = Float[Array, "*event"]
 _T = Float[ArrayLike, ""]
 
 
-class AffinePath(AbstractPath):
+class AffinePath(AbstractScheduledPath):
     r"""The Gaussian path $x_t = \alpha_t x_1 + \sigma_t x_0$ of a schedule.
 
     Attributes:
@@ -42,13 +42,6 @@ class AffinePath(AbstractPath):
     """
 
     schedule: AbstractSchedule
-
-    def __check_init__(self):
-        if not isinstance(self.schedule, AbstractSchedule):
-            raise TypeError(
-                "schedule must be a flowlab.schedules.AbstractSchedule (e.g. "
-                f"schedules.cond_ot()), got {type(self.schedule).__name__}."
-            )
 
     def sample(self, key: Key, x0: Point, x1: Point, t: Time) -> PathSample:
         """Point and target velocity at time `t` (deterministic; `key` is unused)."""

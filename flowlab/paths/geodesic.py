@@ -11,14 +11,15 @@ the affine path $x_0 + \kappa_t (x_1 - x_0)$.
 import jax
 import jax.numpy as jnp
 
+from .. import _checks
 from ..manifolds import AbstractManifold
 from ..schedules import AbstractSchedule
-from ._base import AbstractPath, Key, PathSample, Point, Time, check_pair
+from ._base import AbstractScheduledPath, Key, PathSample, Point, Time, check_pair
 
 __all__ = ["GeodesicPath"]
 
 
-class GeodesicPath(AbstractPath):
+class GeodesicPath(AbstractScheduledPath):
     r"""The path along the shortest geodesic from `x0` to `x1`, timed by a schedule.
 
     Attributes:
@@ -45,16 +46,13 @@ class GeodesicPath(AbstractPath):
     manifold: AbstractManifold
 
     def __check_init__(self):
-        if not isinstance(self.schedule, AbstractSchedule):
-            raise TypeError(
-                "schedule must be a flowlab.schedules.AbstractSchedule (e.g. "
-                f"schedules.cond_ot()), got {type(self.schedule).__name__}."
-            )
-        if not isinstance(self.manifold, AbstractManifold):
-            raise TypeError(
-                "manifold must be a flowlab.manifolds.AbstractManifold (e.g. "
-                f"manifolds.Sphere(2)), got {type(self.manifold).__name__}."
-            )
+        _checks.instance_of(
+            "manifold",
+            self.manifold,
+            AbstractManifold,
+            "flowlab.manifolds.AbstractManifold",
+            "manifolds.Sphere(2)",
+        )
 
     def sample(self, key: Key, x0: Point, x1: Point, t: Time) -> PathSample:
         """Point and target velocity at time `t` (deterministic; `key` is unused)."""
