@@ -1,4 +1,4 @@
-"""Registries of every schedule, solver and coupling name, closed forms, strategies.
+"""Registries of schedules, solvers, couplings and manifolds; closed forms; strategies.
 
 Each registry entry carries what the invariant tests need to know about it, written
 out independently of the library code (the closed forms below are the literature's,
@@ -9,12 +9,13 @@ import dataclasses
 import math
 from collections.abc import Callable
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from flowlab import couplings, schedules
+from flowlab import couplings, manifolds, schedules
 from flowlab.sampling import ADAPTIVE, ODE_SOLVERS
 
 # ---------------------------------------------------------------------------------
@@ -230,6 +231,36 @@ ALL_COUPLINGS: list[CouplingCase] = [
     ),
 ]
 """Every name of `couplings.get` (a test checks that none is missing)."""
+
+
+# ---------------------------------------------------------------------------------
+# Manifolds
+# ---------------------------------------------------------------------------------
+
+ALL_MANIFOLDS: list[manifolds.AbstractManifold] = [
+    manifolds.Euclidean(3),
+    manifolds.Sphere(1),
+    manifolds.Sphere(2),
+    manifolds.Sphere(5),
+    manifolds.FlatTorus(1),
+    manifolds.FlatTorus(3),
+]
+"""Each manifold class in low and higher dimension (S^1 and T^1: both the circle)."""
+
+MANIFOLD_IDS = [f"{type(m).__name__}({m.dim})" for m in ALL_MANIFOLDS]
+
+
+def manifold_point(m: manifolds.AbstractManifold, key) -> jnp.ndarray:
+    """A random point: uniform on a compact manifold, N(0, 4 I) on a flat space."""
+    if isinstance(m, manifolds.AbstractCompactManifold):
+        return m.random_uniform(key)
+    return 2 * jax.random.normal(key, m.shape)
+
+
+def manifold_pair(m: manifolds.AbstractManifold, seed: int):
+    """Two independent random points of `m` from one integer seed."""
+    k0, k1 = jax.random.split(jax.random.key(seed))
+    return manifold_point(m, k0), manifold_point(m, k1)
 
 
 # ---------------------------------------------------------------------------------

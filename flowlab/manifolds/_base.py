@@ -32,11 +32,15 @@ Tangent = Float[Array, "*shape"]
 Scalar = Float[Array, ""]
 
 
-def safe_norm(u: Float[Array, "*shape"]) -> Scalar:
-    """`‖u‖` with a zero (not NaN) gradient at `u = 0`."""
-    sq = jnp.sum(u * u)
+def safe_sqrt(sq: Scalar) -> Scalar:
+    """`sqrt(sq)` for `sq >= 0` with a zero (not NaN) gradient at `sq = 0`."""
     positive = sq > 0
     return jnp.where(positive, jnp.sqrt(jnp.where(positive, sq, 1.0)), 0.0)
+
+
+def safe_norm(u: Float[Array, "*shape"]) -> Scalar:
+    """The Euclidean `‖u‖`, with a zero (not NaN) gradient at `u = 0`."""
+    return safe_sqrt(jnp.sum(u * u))
 
 
 class AbstractManifold(eqx.Module):
@@ -79,9 +83,7 @@ class AbstractManifold(eqx.Module):
 
     def norm(self, x: Point, u: Tangent) -> Scalar:
         r"""$\|u\|_x = \sqrt{\langle u, u\rangle_x}$ (zero gradient at `u = 0`)."""
-        sq = self.inner(x, u, u)
-        positive = sq > 0
-        return jnp.where(positive, jnp.sqrt(jnp.where(positive, sq, 1.0)), 0.0)
+        return safe_sqrt(self.inner(x, u, u))
 
     def dist(self, x: Point, y: Point) -> Scalar:
         """The geodesic distance, `norm(x, logmap(x, y))`."""
@@ -109,7 +111,10 @@ class AbstractCompactManifold(AbstractManifold):
 
     @abc.abstractmethod
     def random_uniform(self, key: PRNGKeyArray, dtype=float) -> Point:
-        """One point drawn uniformly (by the Riemannian volume)."""
+        """One point of shape `self.shape`, uniform by the Riemannian volume.
+
+        A batch: `jax.vmap(m.random_uniform)(jax.random.split(key, n))`.
+        """
 
     @abc.abstractmethod
     def log_volume(self) -> Scalar:

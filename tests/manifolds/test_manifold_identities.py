@@ -1,6 +1,7 @@
 """The identities every manifold must satisfy, on random points (hypothesis), plus
 closed forms and the points where naive formulas divide by zero."""
 
+import helpers
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,22 +11,8 @@ from hypothesis import strategies as st
 
 from flowlab import manifolds, registry
 
-MANIFOLDS = [
-    manifolds.Euclidean(3),
-    manifolds.Sphere(1),
-    manifolds.Sphere(2),
-    manifolds.Sphere(5),
-    manifolds.FlatTorus(1),
-    manifolds.FlatTorus(3),
-]
-IDS = [f"{type(m).__name__}({m.dim})" for m in MANIFOLDS]
 SEEDS = st.integers(0, 2**31 - 1)
-
-
-def _point(m, key):
-    if isinstance(m, manifolds.AbstractCompactManifold):
-        return m.random_uniform(key)
-    return 2 * jax.random.normal(key, m.shape)
+_point = helpers.manifold_point
 
 
 def _tangent(m, key, x, scale=1.0):
@@ -40,13 +27,15 @@ def _injectivity_radius(m):
     return jnp.inf if isinstance(m, manifolds.Euclidean) else jnp.pi
 
 
-every_manifold = pytest.mark.parametrize("m", MANIFOLDS, ids=IDS)
+every_manifold = pytest.mark.parametrize(
+    "m", helpers.ALL_MANIFOLDS, ids=helpers.MANIFOLD_IDS
+)
 
 
 @every_manifold
 @given(seed=SEEDS)
 def test_projections_are_idempotent_and_orthogonal(m, seed):
-    k0, k1, k2 = _keys(seed, 3)
+    k0, k1 = _keys(seed, 2)
     a = 4 * jax.random.normal(k0, m.shape)
     x = m.projx(a)
     np.testing.assert_allclose(m.projx(x), x, atol=1e-12)
@@ -57,7 +46,6 @@ def test_projections_are_idempotent_and_orthogonal(m, seed):
     assert m.is_tangent(x, u)
     # the removed part is orthogonal to the kept one (ambient inner product)
     np.testing.assert_allclose(jnp.sum(u * (b - u)), 0.0, atol=1e-11)
-    del k2
 
 
 @every_manifold
@@ -75,8 +63,7 @@ def test_inner_product_is_symmetric_and_positive(m, seed):
 @every_manifold
 @given(seed=SEEDS)
 def test_expmap_of_logmap_returns_the_point(m, seed):
-    k0, k1 = _keys(seed, 2)
-    x, y = _point(m, k0), _point(m, k1)
+    x, y = helpers.manifold_pair(m, seed)
     assume(m.dist(x, y) < _injectivity_radius(m) - 1e-3)
     u = m.logmap(x, y)
     assert m.is_tangent(x, u, atol=1e-10)

@@ -1,6 +1,7 @@
 """Geodesic paths: endpoints, points on the manifold, targets by jvp against finite
 differences and closed forms (slerp on the sphere, the affine path in flat space)."""
 
+import helpers
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,24 +11,17 @@ from hypothesis import strategies as st
 
 from flowlab import manifolds, paths, schedules
 
-MANIFOLDS = [
-    manifolds.Euclidean(3),
-    manifolds.Sphere(2),
-    manifolds.Sphere(4),
-    manifolds.FlatTorus(2),
-]
-IDS = [f"{type(m).__name__}({m.dim})" for m in MANIFOLDS]
 SCHEDULES = {"cond_ot": schedules.cond_ot(), "cosine": schedules.cosine()}
-every_manifold = pytest.mark.parametrize("m", MANIFOLDS, ids=IDS)
+every_manifold = pytest.mark.parametrize(
+    "m", helpers.ALL_MANIFOLDS, ids=helpers.MANIFOLD_IDS
+)
 every_schedule = pytest.mark.parametrize("name", SCHEDULES)
 SEEDS = st.integers(0, 2**31 - 1)
 
 
-def _pair(m, seed):
-    k0, k1 = jax.random.split(jax.random.key(seed))
-    if isinstance(m, manifolds.AbstractCompactManifold):
-        return m.random_uniform(k0), m.random_uniform(k1)
-    return jax.random.normal(k0, m.shape), jax.random.normal(k1, m.shape)
+def _path_and_pair(m, name, seed):
+    """The geodesic path of schedule `name` on `m`, and a random pair of points."""
+    return (paths.GeodesicPath(SCHEDULES[name], m), *helpers.manifold_pair(m, seed))
 
 
 def _far_from_the_cut_locus(m, x0, x1):
@@ -42,8 +36,7 @@ def _far_from_the_cut_locus(m, x0, x1):
 @every_schedule
 @given(seed=SEEDS)
 def test_endpoints(m, name, seed):
-    path = paths.GeodesicPath(SCHEDULES[name], m)
-    x0, x1 = _pair(m, seed)
+    path, x0, x1 = _path_and_pair(m, name, seed)
     assume(_far_from_the_cut_locus(m, x0, x1))
     assert m.dist(path.sample(None, x0, x1, 0.0).xt, x0) < 1e-12
     assert m.dist(path.sample(None, x0, x1, 1.0).xt, x1) < 1e-9
@@ -53,8 +46,7 @@ def test_endpoints(m, name, seed):
 @every_schedule
 @given(seed=SEEDS, t=st.floats(0.0, 1.0))
 def test_points_on_the_manifold_and_targets_tangent(m, name, seed, t):
-    path = paths.GeodesicPath(SCHEDULES[name], m)
-    x0, x1 = _pair(m, seed)
+    path, x0, x1 = _path_and_pair(m, name, seed)
     ps = path.sample(None, x0, x1, t)
     assert m.is_point(ps.xt, atol=1e-12)
     assert m.is_tangent(ps.xt, ps.ut, atol=1e-10)
@@ -64,8 +56,7 @@ def test_points_on_the_manifold_and_targets_tangent(m, name, seed, t):
 @every_schedule
 @given(seed=SEEDS, t=st.floats(0.05, 0.95))
 def test_target_is_the_time_derivative(m, name, seed, t):
-    path = paths.GeodesicPath(SCHEDULES[name], m)
-    x0, x1 = _pair(m, seed)
+    path, x0, x1 = _path_and_pair(m, name, seed)
     h = 1e-5
     before = path.sample(None, x0, x1, t - h).xt
     after = path.sample(None, x0, x1, t + h).xt
@@ -78,8 +69,7 @@ def test_target_is_the_time_derivative(m, name, seed, t):
 @every_manifold
 @given(seed=SEEDS, t=st.floats(0.0, 1.0))
 def test_cond_ot_moves_at_the_geodesic_distance(m, seed, t):
-    path = paths.GeodesicPath(schedules.cond_ot(), m)
-    x0, x1 = _pair(m, seed)
+    path, x0, x1 = _path_and_pair(m, "cond_ot", seed)
     ps = path.sample(None, x0, x1, t)
     np.testing.assert_allclose(m.norm(ps.xt, ps.ut), m.dist(x0, x1), rtol=1e-9)
     # and x_t splits the distance in the ratio t : 1 - t
@@ -90,7 +80,7 @@ def test_cond_ot_moves_at_the_geodesic_distance(m, seed, t):
 @given(seed=SEEDS, t=st.floats(0.0, 1.0))
 def test_sphere_cond_ot_is_slerp(seed, t):
     s2 = manifolds.Sphere(2)
-    x0, x1 = _pair(s2, seed)
+    x0, x1 = helpers.manifold_pair(s2, seed)
     theta = s2.dist(x0, x1)
     assume(1e-3 < theta < jnp.pi - 1e-3)
     slerp = (jnp.sin((1 - t) * theta) * x0 + jnp.sin(t * theta) * x1) / jnp.sin(theta)
@@ -102,7 +92,7 @@ def test_sphere_cond_ot_is_slerp(seed, t):
 @given(seed=SEEDS, t=st.floats(0.0, 1.0))
 def test_flat_space_is_the_affine_path_of_kappa(name, seed, t):
     m = manifolds.Euclidean(3)
-    x0, x1 = _pair(m, seed)
+    x0, x1 = helpers.manifold_pair(m, seed)
     s = SCHEDULES[name](t)
     ps = paths.GeodesicPath(SCHEDULES[name], m).sample(None, x0, x1, t)
     np.testing.assert_allclose(ps.xt, x0 + s.alpha * (x1 - x0), atol=1e-12)
