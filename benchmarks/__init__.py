@@ -39,6 +39,9 @@ RUNNERS: dict[str, Runner] = {
         "bench_couplings", "the same, the process confined to one core", cores=1
     ),
     "devices": Runner("bench_devices", "fit on 1 and 8 devices (simulated on a CPU)"),
+    "startup": Runner(
+        "bench_startup", "the command line's start-up: fresh processes, cold starts"
+    ),
 }
 
 __all__ = ["RUNNERS", "Runner"]

@@ -2,63 +2,49 @@
 
 Probability paths, couplings, flow-matching training and diffrax sampling as pure
 functions and immutable pytrees.
+
+The subpackages and names below are imported on first use (`flowlab._lazy`), so
+`import flowlab` and the command line's `--help` start without loading JAX.
 """
 
-from . import (
-    couplings,
-    data,
-    losses,
-    manifolds,
-    metrics,
-    models,
-    paths,
-    registry,
-    sampling,
-    schedules,
-    time_samplers,
-    training,
-)
-from .losses import FlowMatchingLoss, InterpolantLoss, MultimarginalLoss
-from .paths import (
-    AffinePath,
-    MultimarginalInterpolant,
-    PathSample,
-    StochasticInterpolant,
-)
-from .sampling import ODESolution, SDESolution, log_likelihood, sample_ode, sample_sde
-from .schedules import Schedule, ScheduleOutput
-from .training import TrainState, fit, make_train_step
+from . import _lazy
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "AffinePath",
-    "FlowMatchingLoss",
-    "InterpolantLoss",
-    "MultimarginalInterpolant",
-    "MultimarginalLoss",
-    "ODESolution",
-    "PathSample",
-    "SDESolution",
-    "Schedule",
-    "ScheduleOutput",
-    "StochasticInterpolant",
-    "TrainState",
-    "couplings",
-    "data",
-    "fit",
-    "log_likelihood",
-    "losses",
-    "make_train_step",
-    "manifolds",
-    "metrics",
-    "models",
-    "paths",
-    "registry",
-    "sample_ode",
-    "sample_sde",
-    "sampling",
-    "schedules",
-    "time_samplers",
-    "training",
-]
+__getattr__, __dir__, __all__ = _lazy.attach(
+    __name__,
+    submodules=(
+        "couplings",
+        "data",
+        "losses",
+        "manifolds",
+        "metrics",
+        "models",
+        "paths",
+        "registry",
+        "sampling",
+        "schedules",
+        "time_samplers",
+        "training",
+    ),
+    attributes={
+        "FlowMatchingLoss": "losses",
+        "InterpolantLoss": "losses",
+        "MultimarginalLoss": "losses",
+        "AffinePath": "paths",
+        "MultimarginalInterpolant": "paths",
+        "PathSample": "paths",
+        "StochasticInterpolant": "paths",
+        "ODESolution": "sampling",
+        "SDESolution": "sampling",
+        "log_likelihood": "sampling",
+        "sample_ode": "sampling",
+        "sample_sde": "sampling",
+        "velocity_field": "sampling",
+        "Schedule": "schedules",
+        "ScheduleOutput": "schedules",
+        "TrainState": "training",
+        "fit": "training",
+        "make_train_step": "training",
+    },
+)

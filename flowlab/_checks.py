@@ -3,6 +3,7 @@
 They run at trace time (on Python values and shapes), before any work is done.
 """
 
+from collections.abc import Iterable
 from typing import Any
 
 import jax
@@ -15,6 +16,7 @@ __all__ = [
     "is_number",
     "key",
     "positive_int",
+    "sampler",
     "scalar_time",
 ]
 
@@ -65,9 +67,34 @@ def key(value: Any, name: str = "key") -> PRNGKeyArray:
     got = type(value).__name__
     if dtype is not None:
         got += f" of dtype {dtype} and shape {jnp.shape(value)}"
-    raise TypeError(
-        f"{name} must be a JAX PRNG key, e.g. jax.random.key(0), got {got}."
-    )
+    elif is_number(value):
+        got += f" {value!r}"
+    raise TypeError(f"{name} must be a JAX PRNG key (jax.random.key(seed)), got {got}.")
+
+
+def sampler(
+    name: str, value: Any, cls: type, *, none: bool = False, batches: bool = False
+) -> None:
+    """Raise a `TypeError` naming `name` unless `value` is a sampler `cls`.
+
+    `none`: `None` is allowed too; `batches`: any iterable but an array is too (an
+    iterable of batches). An array is always refused with the fix: a data set is
+    `flowlab.data.Empirical(points)`, which draws its rows, not an array.
+    """
+    if isinstance(value, cls) or (none and value is None):
+        return
+    also = " or None" if none else ""
+    also += " or an iterable of batches" if batches else ""
+    what = f"{name} must be a flowlab.data.AbstractSampler{also}"
+    if hasattr(value, "shape") and hasattr(value, "dtype"):  # jax, numpy arrays
+        raise TypeError(
+            f"{what}, got an array of shape {tuple(value.shape)}. To draw from a "
+            f"data set, wrap it: {name}=flowlab.data.Empirical(points) (uniform "
+            "draws of its rows)."
+        )
+    if batches and isinstance(value, Iterable) and not isinstance(value, str):
+        return
+    raise TypeError(f"{what}, got {type(value).__name__}.")
 
 
 def scalar_time(t: Float[ArrayLike, ""], name: str = "t") -> Float[Array, ""]:

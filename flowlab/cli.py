@@ -7,38 +7,77 @@ one-line reason and a non-zero exit status.
 import argparse
 import json
 import os
+import signal
 import sys
 from pathlib import Path
+
+from ._interrupts import Interrupts
 
 __all__ = ["main"]
 
 _EPILOG_TRAIN = """\
 examples:
   flowlab train                         # the embedded default: N(0,I) -> moons
-  flowlab train moons --out runs/moons
+  flowlab train moons --out runs/moons --steps 3000 checkpoint_every=1000
   flowlab train 8gaussians_to_moons model.width=128 optim.lr=3e-4 --steps 20000
   flowlab train configs/checkerboard.toml batch_size=512 log_every=100
+  flowlab train coupling=my_project.couplings:my_ot   # your own code, by import path
 """
+
+
+def _train_names() -> str:
+    """The names `flowlab train` accepts, read when `--help` is printed."""
+    from . import registry
+    from .config import named_configs
+
+    rows = [("configs", named_configs())]
+    rows += [
+        (key, registry.names(kind))
+        for key, kind in (
+            ("data.target", "data"),
+            ("path.schedule", "schedule"),
+            ("coupling", "coupling"),
+            ("sample.solver", "ode_solver"),
+        )
+    ]
+    lines = [f"  {key}: {', '.join(values)}" for key, values in rows]
+    return "names (or 'package.module:attribute' for your own):\n" + "\n".join(lines)
+
+
+class _Parser(argparse.ArgumentParser):
+    """A parser whose epilog may end with text computed when help is printed."""
+
+    def __init__(self, *args, epilog_fn=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.epilog_fn = epilog_fn
+
+    def format_help(self) -> str:
+        text = super().format_help()
+        return text + "\n" + self.epilog_fn() + "\n" if self.epilog_fn else text
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="flowlab", description="Flow matching in JAX: train, sample, evaluate."
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_Parser
+    )
 
     train = sub.add_parser(
         "train",
         help="train a model and write a run directory",
-        description="Train a velocity field. With no CONFIG, run the embedded default.",
+        description="Train a velocity field. With no CONFIG, run the embedded default."
+        " CONFIG and key=value overrides may come before or after the flags.",
         epilog=_EPILOG_TRAIN,
+        epilog_fn=_train_names,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     train.add_argument(
         "args",
         nargs="*",
         metavar="[CONFIG] [key=value ...]",
-        help="a named config (configs/NAME.toml) or a TOML path, then dotted overrides",
+        help="a named config (configs/NAME.toml) or a TOML path, and dotted overrides",
     )
     train.add_argument(
         "--out", help="run directory (default: the first free runs/NAME-seedS[-k])"
@@ -52,7 +91,14 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--steps", type=int, help="number of training steps")
     train.add_argument("--seed", type=int, help="random seed")
     train.add_argument(
-        "--no-progress", action="store_true", help="hide the progress bar"
+        "--no-progress",
+        action="store_true",
+        help="hide the progress bar and the evaluation phases",
+    )
+    train.add_argument(
+        "--strict",
+        action="store_true",
+        help="with --resume: fail if the newest checkpoint does not read back",
     )
 
     sample = sub.add_parser(
@@ -66,6 +112,11 @@ def _parser() -> argparse.ArgumentParser:
     sample.add_argument("--solver", help="ODE solver name (default: the run's)")
     sample.add_argument("--steps", type=int, help="fixed number of solver steps")
     sample.add_argument("--out", help="output .npy file (default RUN_DIR/samples.npy)")
+    sample.add_argument(
+        "--strict",
+        action="store_true",
+        help="fail if the newest checkpoint does not read back",
+    )
 
     evaluate = sub.add_parser(
         "eval",
@@ -73,6 +124,11 @@ def _parser() -> argparse.ArgumentParser:
         description="Recompute W2, MMD and NFE of a run's newest checkpoint.",
     )
     evaluate.add_argument("run_dir", metavar="RUN_DIR")
+    evaluate.add_argument(
+        "--strict",
+        action="store_true",
+        help="fail if the newest checkpoint does not read back",
+    )
 
     info = sub.add_parser(
         "info",
@@ -102,19 +158,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _split_train_args(items: list[str]) -> tuple[str | None, list[str]]:
-    config = None
-    overrides = []
-    for i, item in enumerate(items):
-        if "=" in item:
-            overrides.append(item)
-        elif i == 0:
-            config = item
-        else:
-            raise ValueError(
-                f"unexpected argument {item!r}: give CONFIG first, then "
-                "key=value overrides."
-            )
-    return config, overrides
+    """The one CONFIG among `items` (anywhere) and the `key=value` overrides."""
+    names = [item for item in items if "=" not in item]
+    if len(names) > 1:
+        raise ValueError(
+            f"one CONFIG at most, got {names}; overrides are written key=value."
+        )
+    return (names[0] if names else None), [item for item in items if "=" in item]
 
 
 def _fresh_run_dir(name: str, seed: int) -> str:
@@ -134,11 +184,30 @@ def _start_distributed(config) -> None:
     initialize_distributed(d.coordinator_address, d.num_processes, d.process_id)
 
 
+def _started(config=None) -> None:
+    """Start JAX's backends (and the distributed runtime), then honour interrupts.
+
+    A SIGINT during the imports and the backends' start was recorded
+    (`flowlab._interrupts`); the command stops here rather than go on.
+    """
+    _INTERRUPTS.check()
+    if config is not None:
+        _start_distributed(config)
+    import jax
+
+    jax.devices()
+    _INTERRUPTS.check()
+
+
+def _report(line: str) -> None:
+    """The `log_fn` of `flowlab.run`: one line to stderr."""
+    print(line, file=sys.stderr, flush=True)
+
+
 def _train(args) -> int:
     from pathlib import Path
 
     from .config import load_config
-    from .run import resume_run, train_run
 
     config_name, overrides = _split_train_args(args.args)
     for flag, key in (
@@ -158,14 +227,34 @@ def _train(args) -> int:
             raise ValueError(
                 f"{args.resume!r} is not a run directory (no config.toml)."
             )
-        _start_distributed(load_config(run_config, overrides))
-        summary = resume_run(args.resume, overrides, progress=not args.no_progress)
+        config = load_config(run_config, overrides)  # errors before the imports
+        from .run import resume_run
+
+        _started(config)
+        summary = resume_run(
+            args.resume,
+            overrides,
+            progress=not args.no_progress,
+            callbacks=[_INTERRUPTS.stop_training()],
+            strict=args.strict,
+            log_fn=_report,
+        )
         out = args.resume
     else:
-        config = load_config(config_name, overrides)
-        _start_distributed(config)
+        if args.strict:
+            raise ValueError("--strict applies to --resume RUN_DIR only.")
+        config = load_config(config_name, overrides)  # errors before the imports
+        from .run import train_run
+
+        _started(config)
         out = args.out or _fresh_run_dir(config.name, config.seed)
-        summary = train_run(config, out, progress=not args.no_progress)
+        summary = train_run(
+            config,
+            out,
+            progress=not args.no_progress,
+            callbacks=[_INTERRUPTS.stop_training()],
+            log_fn=_report,
+        )
     print(json.dumps(summary, indent=2))
     print(f"run written to {out}")
     return 0
@@ -176,6 +265,8 @@ def _sample(args) -> int:
 
     from .run import sample_run
 
+    _started()
+    _INTERRUPTS.immediate()
     if not (Path(args.run_dir) / "config.toml").is_file():
         raise ValueError(f"{args.run_dir!r} is not a run directory (no config.toml).")
     out = Path(args.out) if args.out else Path(args.run_dir) / "samples.npy"
@@ -183,7 +274,15 @@ def _sample(args) -> int:
         raise ValueError(f"--out must be a .npy file, got {str(out)!r}.")
     if not out.parent.is_dir():
         raise ValueError(f"--out directory {str(out.parent)!r} does not exist.")
-    x = sample_run(args.run_dir, args.n, args.seed, args.solver, args.steps)
+    x = sample_run(
+        args.run_dir,
+        args.n,
+        args.seed,
+        args.solver,
+        args.steps,
+        strict=args.strict,
+        log_fn=_report,
+    )
     tmp = out.with_name(f".{out.stem}.tmp.npy")
     np.save(tmp, x)
     os.replace(tmp, out)
@@ -194,7 +293,9 @@ def _sample(args) -> int:
 def _eval(args) -> int:
     from .run import evaluate_run, write_atomic
 
-    result = evaluate_run(args.run_dir)
+    _started()
+    _INTERRUPTS.immediate()
+    result = evaluate_run(args.run_dir, strict=args.strict, log_fn=_report)
     text = json.dumps(result, indent=2)
     write_atomic(Path(args.run_dir) / "eval.json", text + "\n")
     print(text)
@@ -257,6 +358,7 @@ def _benchmarks():
 
 
 def _bench(args) -> int:
+    _INTERRUPTS.immediate()  # each runner is a process of its own
     argv = [
         flag
         for flag in ("--quick", "--list", "--no-torch")
@@ -270,29 +372,66 @@ def _bench(args) -> int:
     return _benchmarks().main(argv, prog="flowlab bench")
 
 
+_INTERRUPTS = Interrupts()
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    """Parse `argv`; `train` takes CONFIG and overrides before or after its flags."""
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    flags = [item for item in extra if item.startswith("-")]
+    if extra and (args.command != "train" or flags):
+        parser.parse_args(argv)  # argparse's own message and exit status 2
+    if args.command == "train":
+        args.args = [*args.args, *extra]
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
-    args = _parser().parse_args(argv)
-    handlers = {
-        "train": _train,
-        "sample": _sample,
-        "eval": _eval,
-        "info": _info,
-        "bench": _bench,
-    }
-    if args.command in ("train", "sample", "eval"):
-        from .training.allocator import retain_freed_memory
+    with _INTERRUPTS.installed():
+        return _main(argv)
 
-        retain_freed_memory()  # XLA's CPU temporaries are malloc'd on every call
+
+def _main(argv: list[str] | None) -> int:
+    if os.getcwd() not in sys.path:  # "package.module:attribute" names in configs
+        sys.path.append(os.getcwd())
+    command = None
     try:
-        return handlers[args.command](args)
+        args = _parse(argv)
+        command = args.command
+        handlers = {
+            "train": _train,
+            "sample": _sample,
+            "eval": _eval,
+            "info": _info,
+            "bench": _bench,
+        }
+        if command in ("train", "sample", "eval"):
+            from ._allocator import retain_freed_memory
+
+            retain_freed_memory()  # XLA's CPU temporaries are malloc'd on every call
+        status = handlers[command](args)
+        _INTERRUPTS.check()
+        return status
     except KeyboardInterrupt as err:
-        reason = str(err) or "interrupted"
-        print(f"flowlab {args.command}: {reason}", file=sys.stderr)
-        return 128 + getattr(err, "signum", 2)
-    except (ValueError, TypeError, FileNotFoundError, FloatingPointError) as err:
-        print(f"flowlab {args.command}: error: {err}", file=sys.stderr)
+        return _interrupted(command, str(err), getattr(err, "signum", signal.SIGINT))
+    except Exception as err:
+        if _INTERRUPTS.received is not None:  # e.g. an import failed mid-interrupt
+            return _interrupted(command, "", _INTERRUPTS.received)
+        if not isinstance(
+            err, ValueError | TypeError | FileNotFoundError | FloatingPointError
+        ):
+            raise
+        print(f"flowlab {command}: error: {err}", file=sys.stderr)
         return 2
+
+
+def _interrupted(command: str | None, reason: str, signum: int) -> int:
+    """Report an interrupt in one line; the exit status is 128 + the signal."""
+    where = f"flowlab {command}" if command else "flowlab"
+    print(f"{where}: {reason or 'interrupted'}", file=sys.stderr)
+    return 128 + signum
 
 
 if __name__ == "__main__":

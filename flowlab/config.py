@@ -32,6 +32,7 @@ __all__ = [
     "find_config",
     "from_dict",
     "load_config",
+    "named_configs",
     "to_dict",
 ]
 
@@ -60,8 +61,14 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class PathConfig:
-    """The probability path: a schedule and its parameters (used by that schedule)."""
+    """The probability path: a schedule and its parameters (used by that schedule).
 
+    `name` is a path of `flowlab.registry` (kind `path`; `affine` is
+    `paths.AffinePath(schedule)`) or `"package.module:attribute"`, a factory
+    called with the built schedule as `schedule=` when it takes that argument.
+    """
+
+    name: str = "affine"
     schedule: str = "cond_ot"
     sigma_min: float = 1e-4
     sigma_max: float = 50.0
@@ -72,12 +79,16 @@ class PathConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The MLP velocity field (see `flowlab.models.MLP`).
+    """The network: by default the MLP velocity field (`flowlab.models.MLP`).
 
     torchcfm's 2-D model is `width=64 depth=3 activation="selu"
-    time_embedding="identity"`; the default is a little larger.
+    time_embedding="identity"`; the default is a little larger. `name` is a model
+    of `flowlab.registry` (kind `model`: `mlp`) or `"package.module:attribute"`, a
+    factory of a flax module `(t, x, cond) -> output` on one sample, called with
+    the settings below that it takes as keywords.
     """
 
+    name: str = "mlp"
     width: int = 128
     depth: int = 4
     activation: str = "silu"
@@ -87,7 +98,16 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class OptimConfig:
-    """Optimiser and learning-rate schedule (see `flowlab.training.make_optimizer`)."""
+    """Optimiser and learning-rate schedule (see `flowlab.training.make_optimizer`).
+
+    `schedule_steps` is the length of the schedule (unset: the run's `steps`);
+    past its end the learning rate stays at the schedule's final value.
+    `lr_resume` is only read by `flowlab train --resume` with a new `steps`:
+    `"keep"` pins `schedule_steps` to the length the run was trained with, so the
+    schedule is not re-stretched mid-run; `"stretch"` unsets it, so the schedule
+    spans the new `steps` (the learning rate jumps to its value there). Setting
+    `optim.schedule_steps` on the resume wins over both.
+    """
 
     name: str = "adamw"
     lr: float = 2e-3
@@ -95,6 +115,8 @@ class OptimConfig:
     schedule: str = "cosine"
     warmup_steps: int = 0
     grad_clip: float | None = None
+    schedule_steps: int | None = None
+    lr_resume: str = "keep"
 
 
 @dataclass(frozen=True)
@@ -319,10 +341,16 @@ def find_config(name_or_path: str | os.PathLike) -> Path:
         candidate = directory / f"{name_or_path}.toml"
         if candidate.is_file():
             return candidate
-    known = sorted(
+    raise ConfigError(
+        f"unknown config {str(name_or_path)!r}; named configs: {named_configs()}."
+    )
+
+
+def named_configs() -> list[str]:
+    """The names `find_config` knows (the `.toml` files of `config_dirs()`), sorted."""
+    return sorted(
         {p.stem for d in config_dirs() if d.is_dir() for p in d.glob("*.toml")}
     )
-    raise ConfigError(f"unknown config {str(name_or_path)!r}; named configs: {known}.")
 
 
 def load_config(

@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from . import data, losses, models, paths, registry
+from . import data, losses, models, registry
 from .config import ConfigError, CouplingArgsConfig, TrainConfig, to_dict
 from .training import make_optimizer
 
@@ -63,14 +63,20 @@ def _check_values(config: TrainConfig) -> None:
         value = config
         for part in key.split("."):
             value = getattr(value, part)
-        if value not in registry.table(kind):
-            raise ConfigError(
-                f"{key} must be one of {list(registry.names(kind))}, got {value!r}."
-            )
+        _named(key, registry.lookup, kind, value)
     if config.micro_batches < 1 or config.keep_checkpoints < 1:
         raise ConfigError("micro_batches and keep_checkpoints must be >= 1.")
     if config.devices is not None and config.devices < 1:
         raise ConfigError(f"devices must be >= 1, got {config.devices}.")
+    o = config.optim
+    if o.schedule_steps is not None and o.schedule_steps < 1:
+        raise ConfigError(
+            f"optim.schedule_steps must be >= 1 or unset, got {o.schedule_steps}."
+        )
+    if o.lr_resume not in ("keep", "stretch"):
+        raise ConfigError(
+            f"optim.lr_resume must be 'keep' or 'stretch', got {o.lr_resume!r}."
+        )
 
 
 def _coupling(config: TrainConfig):
@@ -111,21 +117,33 @@ def build(config: TrainConfig) -> Experiment:
     _named("path.schedule", registry.lookup, "schedule", p.schedule)
     settings = registry.accepted("schedule", p.schedule, to_dict(p))
     settings.pop("schedule", None)
+    settings.pop("name", None)
     schedule = _named(
         "path.schedule", registry.build, "schedule", p.schedule, **settings
     )
     sampler = _named(
         "time_sampler", registry.build, "time_sampler", config.time_sampler
     )
+    _named("path.name", registry.lookup, "path", p.name)
+    path = _named(
+        "path.name",
+        registry.build,
+        "path",
+        p.name,
+        **registry.accepted("path", p.name, {"schedule": schedule}),
+    )
     loss = _named(
         "prediction",
         losses.FlowMatchingLoss,
-        paths.AffinePath(schedule),
+        path,
         prediction=config.prediction,
         time_sampler=sampler,
     )
     m = config.model
-    module = models.MLP(m.width, m.depth, m.activation, m.time_embedding, m.time_dim)
+    _named("model.name", registry.lookup, "model", m.name)
+    settings = registry.accepted("model", m.name, to_dict(m))
+    settings.pop("name", None)
+    module = _named("model.name", registry.build, "model", m.name, **settings)
     init_key = jax.random.fold_in(jax.random.key(config.seed), 1)
     example = jnp.zeros(target.event_shape)
     model_fn, params_ = _named("model", models.init_model, module, init_key, example)
@@ -137,7 +155,7 @@ def build(config: TrainConfig) -> Experiment:
         o.lr,
         weight_decay=o.weight_decay,
         schedule=o.schedule,
-        total_steps=config.steps,
+        total_steps=config.steps if o.schedule_steps is None else o.schedule_steps,
         warmup_steps=o.warmup_steps,
         grad_clip=o.grad_clip,
     )

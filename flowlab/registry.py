@@ -36,8 +36,14 @@ registry.register("coupling", "my_ot", my_ot_factory)
 | `divergence` | how `log_likelihood` estimates $\nabla\cdot v$ |
 | `brownian` | how `sample_sde` draws its Brownian motion |
 | `manifold` | a Riemannian manifold (`flowlab.manifolds`) |
+| `path` | a probability path built from a schedule (`flowlab.paths`) |
+| `model` | a flax module, the network of a run (`flowlab.models`) |
+
+Any kind also takes `"package.module:attribute"`: the user's own factory, imported
+when the name is looked up (`flowlab train path.name=my_project.paths:MyPath`).
 """
 
+import importlib
 import inspect
 import types
 from collections.abc import Callable, Mapping
@@ -71,19 +77,51 @@ KINDS: Mapping[str, str] = types.MappingProxyType(
         "divergence": "divergence estimator",
         "brownian": "Brownian motion",
         "manifold": "manifold",
+        "path": "path",
+        "model": "model",
     }
 )
 """The kinds of names and how error messages call them."""
 
+_PROVIDERS: Mapping[str, str] = types.MappingProxyType(
+    {
+        "coupling": "flowlab.couplings",
+        "data": "flowlab.data",
+        "schedule": "flowlab.schedules",
+        "time_sampler": "flowlab.time_samplers",
+        "ode_solver": "flowlab.sampling",
+        "sde_solver": "flowlab.sampling",
+        "optimizer": "flowlab.training",
+        "lr_schedule": "flowlab.training",
+        "nonfinite": "flowlab.training",
+        "unconverged": "flowlab.couplings",
+        "precision": "flowlab.training",
+        "prediction": "flowlab.losses",
+        "divergence": "flowlab.sampling",
+        "brownian": "flowlab.sampling",
+        "manifold": "flowlab.manifolds",
+        "path": "flowlab.paths",
+        "model": "flowlab.models",
+    }
+)
+"""The module whose import registers the built-in names of each kind."""
+
 _TABLES: dict[str, dict[str, Callable[..., Any]]] = {kind: {} for kind in KINDS}
 
 
-def _table(kind: str) -> dict[str, Callable[..., Any]]:
+def _entries(kind: str) -> dict[str, Callable[..., Any]]:
     if kind not in _TABLES:
         raise ValueError(
             f"unknown registry kind {kind!r}; expected one of {list(KINDS)}."
         )
     return _TABLES[kind]
+
+
+def _table(kind: str) -> dict[str, Callable[..., Any]]:
+    """The entries of `kind`, its built-in names included (`import flowlab` defers)."""
+    entries = _entries(kind)
+    importlib.import_module(_PROVIDERS[kind])
+    return entries
 
 
 def register(
@@ -104,7 +142,7 @@ def register(
     Returns:
         `factory` (or the decorator).
     """
-    entries = _table(kind)
+    entries = _entries(kind)
     if not isinstance(name, str) or not name:
         raise ValueError(f"a registered name must be a non-empty str, got {name!r}.")
 
@@ -133,13 +171,48 @@ def table(kind: str) -> Mapping[str, Callable[..., Any]]:
 
 
 def lookup(kind: str, name: str) -> Callable[..., Any]:
-    """The factory registered as `name`; a `ValueError` lists the known names."""
+    """The factory registered as `name`; a `ValueError` lists the known names.
+
+    A name `"package.module:attribute"` is the user's own factory: the module is
+    imported and the (possibly dotted) attribute is returned, so a config or the
+    command line can name code that was never registered.
+    """
+    if isinstance(name, str) and ":" in name:
+        return _import_object(kind, name)
     entries = _table(kind)
     if not isinstance(name, str) or name not in entries:
         raise ValueError(
             f"unknown {KINDS[kind]} {name!r}; expected one of {list(names(kind))}."
         )
     return entries[name]
+
+
+def _import_object(kind: str, name: str) -> Callable[..., Any]:
+    """The attribute `name = "package.module:attribute"` names, for `lookup`."""
+    module_name, _, attribute = name.partition(":")
+    what = f"{KINDS[kind]} {name!r}"
+    if not module_name or not attribute:
+        raise ValueError(
+            f"{what}: expected 'package.module:attribute', e.g. "
+            "'my_project.paths:make_path'."
+        )
+    try:
+        obj = importlib.import_module(module_name)
+    except ImportError as err:
+        raise ValueError(
+            f"{what}: cannot import module {module_name!r} ({err}); it is imported "
+            "from the working directory and the installed packages."
+        ) from err
+    for part in attribute.split("."):
+        if not hasattr(obj, part):
+            raise ValueError(f"{what}: module {module_name!r} has no {attribute!r}.")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise TypeError(
+            f"{what} is a {type(obj).__name__}, not a factory (a class or function "
+            "that builds the object)."
+        )
+    return obj
 
 
 def build(kind: str, name: str, **kwargs: Any) -> Any:

@@ -4,12 +4,20 @@ This is the library side of `flowlab train | sample | eval`; the CLI only parses
 arguments and prints, and `flowlab.experiment` turns the config into objects. A
 run directory holds `config.toml` (the resolved config), `metrics.jsonl`,
 `checkpoints/` (orbax), `samples.png` and `summary.json`.
+
+The functions take `log_fn`, called with each one-line report a user waits on or
+must know about: the step a resumed run continues from, checkpoints that did not
+read back and were quarantined (`flowlab.training.Checkpointer.restore`), and, with
+`progress`, each phase of the final evaluation. The CLI prints them to stderr;
+`None` (the default) reports nothing.
 """
 
+import dataclasses
 import json
 import os
 import shutil
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +29,15 @@ from .config import ConfigError, TrainConfig, dump_toml, load_config, to_dict
 from .experiment import Experiment, build, run_keys
 from .sampling import sample_ode
 from .training import (
+    Callback,
+    CheckpointCorruptError,
     Checkpointer,
+    Restored,
     TrainState,
     fit,
     init_state,
     make_mesh,
+    make_schedule,
     put_global,
     state_sharding,
     to_local,
@@ -51,10 +63,17 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 def _velocity(exp: Experiment):
-    def v(t, x, params):
+    """The velocity field of the run's model, whatever `config.prediction` it has.
+
+    A model trained on `x1`, `x0`/`epsilon` or `score` is converted by the loss's
+    path (`flowlab.sampling.velocity_field`).
+    """
+    from .sampling import velocity_field
+
+    def model(t, x, params):
         return exp.model_fn(params, t, x, None)
 
-    return v
+    return velocity_field(model, exp.loss.path, exp.loss.prediction)
 
 
 def _draw(
@@ -74,17 +93,64 @@ def _draw(
     )
 
 
-def _evaluate(exp: Experiment, params) -> dict[str, float]:
+LogFn = Callable[[str], None]
+
+
+def _silent(line: str) -> None:
+    del line
+
+
+def _reporter(log_fn: LogFn | None) -> LogFn:
+    """`log_fn` on process 0; `_silent` elsewhere and for `None`."""
+    if log_fn is None or jax.process_index() != 0:
+        return _silent
+    return log_fn
+
+
+def _solver_text(solver: str, steps: int | None) -> str:
+    return f"{solver} (adaptive)" if steps is None else f"{solver}, {steps} steps"
+
+
+# The time of scipy's Jonker-Volgenant assignment (metrics.wasserstein2) grows
+# as about n^2.5 on 2-D point sets: from n/4 to n points it grew 21x (moons
+# samples, n = 2,000), 26x (n = 4,000) and 40x (Gaussians, n = 2,000), measured.
+_W2_EXPONENT = 2.5
+
+
+def _w2_seconds(x, y) -> float:
+    """An estimate of `metrics.wasserstein2(x, y)`'s time from a quarter of it."""
+    x, y = np.asarray(x), np.asarray(y)
+    m = max(len(x) // 4, 2)
+    t0 = time.perf_counter()
+    metrics.wasserstein2(x[:m], y[:m])
+    return (time.perf_counter() - t0) * (len(x) / m) ** _W2_EXPONENT
+
+
+def _about(seconds: float) -> str:
+    if seconds < 1:
+        return "under a second"
+    if seconds < 100:
+        return f"about {seconds:.0f} s"
+    return f"about {seconds / 60:.0f} min"
+
+
+def _evaluate(exp: Experiment, params, log_fn: LogFn | None = None) -> dict[str, Any]:
+    report = _reporter(log_fn)
+    s = exp.config.sample
     keys = run_keys(exp.config)
     test = exp.target.sample(keys["test"], exp.config.data.n_test)
     n = exp.config.data.n_test
+    report(f"sampling {n:,} points with {_solver_text(s.solver, s.steps)} ...")
     t0 = time.perf_counter()
     out = _draw(exp, params, keys["sample"], n)
     jax.block_until_ready(out.x)
     sample_time = time.perf_counter() - t0
+    if report is not _silent:  # the estimate costs a few percent of W2's time
+        about = _about(_w2_seconds(out.x, test))
+        report(f"computing W2 and MMD on {n:,} x {n:,} points ({about}) ...")
     return {
         "w2": metrics.wasserstein2(out.x, test),
-        "mmd": float(metrics.mmd(out.x, test)),
+        "mmd2_unbiased": float(metrics.mmd(out.x, test)),
         "nfe": int(out.nfe),
         "solver": exp.config.sample.solver,
         "n_eval": n,
@@ -92,7 +158,7 @@ def _evaluate(exp: Experiment, params) -> dict[str, float]:
     }
 
 
-def _plot(exp: Experiment, params, path: Path) -> None:
+def _plot(exp: Experiment, params, path: Path, log_fn: LogFn | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -100,6 +166,7 @@ def _plot(exp: Experiment, params, path: Path) -> None:
 
     keys = run_keys(exp.config)
     n = min(exp.config.data.n_test, 2000)
+    _reporter(log_fn)(f"plotting {path.name}: {n:,} samples with trajectories ...")
     test = np.asarray(exp.target.sample(keys["test"], n))
     out = _draw(exp, params, keys["sample"], n, trajectory=41)
     x, traj = np.asarray(out.x), np.asarray(out.trajectory)
@@ -133,7 +200,7 @@ def _restore_like(exp: Experiment, mesh) -> TrainState:
     return put_global(like, state_sharding(like, mesh, exp.config.shard_params))
 
 
-def _fit(exp: Experiment, out: Path, state, mesh, progress: bool):
+def _fit(exp: Experiment, out: Path, state, mesh, progress: bool, callbacks=()):
     config = exp.config
     keys = run_keys(config)
     if config.data.n_train > 0:
@@ -169,10 +236,17 @@ def _fit(exp: Experiment, out: Path, state, mesh, progress: bool):
         state=state,
         tensorboard=config.tensorboard,
         progress=progress,
+        callbacks=callbacks,
     )
 
 
-def _finish(exp: Experiment, out: Path, result, wall0: float) -> dict[str, Any]:
+def _finish(
+    exp: Experiment, out: Path, result, wall0: float, log_fn: LogFn | None
+) -> dict[str, Any]:
+    """Evaluate and plot the final EMA parameters; write `summary.json`.
+
+    `log_fn` (given only with `progress`) hears one line before each phase.
+    """
     config = exp.config
     train_seconds = time.perf_counter() - wall0
     params = to_local(result.state.ema_params)
@@ -188,23 +262,34 @@ def _finish(exp: Experiment, out: Path, result, wall0: float) -> dict[str, Any]:
         if result.history
         else None,
         "train_seconds": train_seconds,
-        **_evaluate(exp, params),
+        # The final state, which fit saved as the last checkpoint.
+        "checkpoint_step": int(result.state.step),
+        **_evaluate(exp, params, log_fn),
     }
     if jax.process_index() == 0:
-        _plot(exp, params, out / "samples.png")
+        _plot(exp, params, out / "samples.png", log_fn)
         summary["wall_seconds"] = time.perf_counter() - wall0
         write_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
 
 
 def train_run(
-    config: TrainConfig, out_dir: str | os.PathLike, *, progress: bool = True
+    config: TrainConfig,
+    out_dir: str | os.PathLike,
+    *,
+    progress: bool = True,
+    callbacks: Sequence[Callback] = (),
+    log_fn: LogFn | None = None,
 ) -> dict[str, Any]:
     """Train the run `config` into `out_dir` and return its summary.
 
+    `callbacks` are passed to `fit` after the run's own (`flowlab.training`).
+
     Everything is validated before `out_dir` is created. If training fails before
     its first checkpoint the directory is removed; after that it stays a valid,
-    resumable run (config, metrics, checkpoints) without `summary.json`.
+    resumable run (config, metrics, checkpoints) without `summary.json`. With
+    `progress`, a progress bar runs during training and `log_fn` hears a line
+    before each phase of the final evaluation.
     """
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -219,61 +304,19 @@ def train_run(
         out.mkdir(parents=True, exist_ok=True)
         write_atomic(out / "config.toml", dump_toml(config))
     try:
-        result = _fit(exp, out, None, mesh, progress)
+        result = _fit(exp, out, None, mesh, progress, callbacks)
     except BaseException:
         ckpts = out / "checkpoints"
         if jax.process_index() == 0 and not (ckpts.is_dir() and any(ckpts.iterdir())):
             shutil.rmtree(out, ignore_errors=True)
         raise
-    return _finish(exp, out, result, wall0)
+    return _finish(exp, out, result, wall0, log_fn if progress else None)
 
 
-def resume_run(
-    run_dir: str | os.PathLike,
-    overrides: list[str] = (),
-    *,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Continue a run from its newest readable checkpoint and return its summary.
-
-    `overrides` may change runtime fields (e.g. `steps=...`, `devices=1`); the
-    checkpoint is resharded onto the current mesh. Metric lines logged after the
-    restored step are dropped, so `metrics.jsonl` reads as one run.
-    """
-    out = Path(run_dir)
-    if not (out / "config.toml").is_file():
-        raise ConfigError(f"{str(out)!r} is not a run directory (no config.toml).")
-    config = load_config(out / "config.toml", list(overrides))
-    exp = build(config)
-    mesh = _mesh(config)
-    ckpt = Checkpointer(out / "checkpoints", keep=None)
-    try:
-        if ckpt.latest_step() is None:
-            raise ConfigError(f"{str(out)!r} has no complete checkpoint to resume.")
-        restored = ckpt.restore(_restore_like(exp, mesh))
-    finally:
-        ckpt.close()
-    if jax.process_index() == 0:
-        _truncate_metrics(out / "metrics.jsonl", restored.step)
-        if overrides:
-            write_atomic(out / "config.toml", dump_toml(config))
-        (out / "summary.json").unlink(missing_ok=True)
-    wall0 = time.perf_counter()
-    result = _fit(exp, out, restored.state, mesh, progress)
-    return _finish(exp, out, result, wall0)
-
-
-def _mesh(config: TrainConfig):
-    return make_mesh(config.devices)
-
-
-def load_run(run_dir: str | os.PathLike) -> tuple[Experiment, TrainState]:
-    """The experiment and newest readable checkpointed state of a run directory."""
-    run = Path(run_dir)
-    if not (run / "config.toml").is_file():
-        raise ConfigError(f"{str(run)!r} is not a run directory (no config.toml).")
-    config = load_config(run / "config.toml")
-    exp = build(config)
+def _restore(
+    run: Path, like: TrainState, strict: bool, log_fn: LogFn | None
+) -> Restored:
+    """The newest readable checkpoint of `run`; fallbacks reported or, strict, fatal."""
     ckpt_dir = run / "checkpoints"
     if not ckpt_dir.is_dir():
         raise ConfigError(f"{str(run)!r} has no checkpoints/.")
@@ -281,11 +324,135 @@ def load_run(run_dir: str | os.PathLike) -> tuple[Experiment, TrainState]:
     try:
         if ckpt.latest_step() is None:
             raise ConfigError(f"{str(run)!r} has no complete checkpoint.")
-        like = init_state(run_keys(config)["train"], exp.params, exp.optimizer)
-        state = ckpt.restore(like).state
+        restored = ckpt.restore(like, on_corrupt="raise" if strict else "record")
+    except CheckpointCorruptError as err:
+        older = "" if err.older is None else f" to step {err.older}"
+        raise ConfigError(
+            f"checkpoint at step {err.step} is unreadable; --strict forbids "
+            f"falling back{older}."
+        ) from err
     finally:
         ckpt.close()
-    return exp, state
+    for line in restored.fallback_lines():
+        _reporter(log_fn)(line)
+    return restored
+
+
+def _schedule_steps(config: TrainConfig) -> int:
+    o = config.optim
+    return config.steps if o.schedule_steps is None else o.schedule_steps
+
+
+def _resume_config(config: TrainConfig, saved: TrainConfig) -> TrainConfig:
+    """`config` with `optim.schedule_steps` set by `optim.lr_resume` (see there)."""
+    o = config.optim
+    if o.lr_resume == "keep" and _schedule_steps(saved) != _schedule_steps(config):
+        o = dataclasses.replace(o, schedule_steps=_schedule_steps(saved))
+    elif o.lr_resume == "stretch":
+        o = dataclasses.replace(o, schedule_steps=None)
+    return dataclasses.replace(config, optim=o)
+
+
+def _resume_line(
+    out: Path, restored: Restored, saved: TrainConfig, exp: Experiment, why: str
+) -> str:
+    """`resumed from step N of M (checkpoint PATH)`, and what the lr schedule does.
+
+    `why` names the setting that decided the schedule's length.
+    """
+    config, step = exp.config, restored.step
+    line = (
+        f"resumed from step {step} of {config.steps} "
+        f"(checkpoint {out / 'checkpoints' / restored.path.name})"
+    )
+    old, new = _schedule_steps(saved), _schedule_steps(config)
+    if config.optim.schedule == "constant" or old == new == config.steps:
+        return line
+    if old == new:
+        what = f"the lr schedule keeps its {new} steps"
+        if new < config.steps:
+            what += f", then stays at {float(exp.lr_fn(new)):.3g}"
+    else:
+        o = saved.optim
+        old_fn = make_schedule(
+            o.lr, o.schedule, total_steps=old, warmup_steps=o.warmup_steps
+        )
+        what = (
+            f"the lr schedule is {'stretched' if new > old else 'shortened'} from "
+            f"{old} to {new} steps: lr at step {step} {float(old_fn(step)):.3g} -> "
+            f"{float(exp.lr_fn(step)):.3g}"
+        )
+    return f"{line}; {what} ({why})"
+
+
+def resume_run(
+    run_dir: str | os.PathLike,
+    overrides: list[str] = (),
+    *,
+    progress: bool = True,
+    callbacks: Sequence[Callback] = (),
+    strict: bool = False,
+    log_fn: LogFn | None = None,
+) -> dict[str, Any]:
+    """Continue a run from its newest readable checkpoint and return its summary.
+
+    `overrides` may change runtime fields (e.g. `steps=...`, `devices=1`); the
+    checkpoint is resharded onto the current mesh. A new `steps` leaves the
+    learning-rate schedule at its length unless `optim.lr_resume=stretch` (see
+    `flowlab.config.OptimConfig`). Metric lines logged after the restored step are
+    dropped, so `metrics.jsonl` reads as one run.
+
+    Newer checkpoints that do not read back are quarantined to
+    `checkpoints/corrupt/` (one `log_fn` line each) and an older one is used;
+    with `strict` that is a `ConfigError` instead. `log_fn` then hears
+    `resumed from step N of M (checkpoint PATH)` with what the schedule does,
+    before training continues.
+    """
+    out = Path(run_dir)
+    if not (out / "config.toml").is_file():
+        raise ConfigError(f"{str(out)!r} is not a run directory (no config.toml).")
+    overrides = list(overrides)
+    saved = load_config(out / "config.toml")
+    config = load_config(out / "config.toml", overrides)
+    if any(x.split("=", 1)[0].strip() == "optim.schedule_steps" for x in overrides):
+        why = "optim.schedule_steps"  # the user's own length wins
+    else:
+        why = f"optim.lr_resume={config.optim.lr_resume}"
+        config = _resume_config(config, saved)
+    exp = build(config)
+    mesh = _mesh(config)
+    restored = _restore(out, _restore_like(exp, mesh), strict, log_fn)
+    if jax.process_index() == 0:
+        _truncate_metrics(out / "metrics.jsonl", restored.step)
+        if config != saved:
+            write_atomic(out / "config.toml", dump_toml(config))
+        (out / "summary.json").unlink(missing_ok=True)
+    _reporter(log_fn)(_resume_line(out, restored, saved, exp, why))
+    wall0 = time.perf_counter()
+    result = _fit(exp, out, restored.state, mesh, progress, callbacks)
+    return _finish(exp, out, result, wall0, log_fn if progress else None)
+
+
+def _mesh(config: TrainConfig):
+    return make_mesh(config.devices)
+
+
+def load_run(
+    run_dir: str | os.PathLike, *, strict: bool = False, log_fn: LogFn | None = None
+) -> tuple[Experiment, TrainState]:
+    """The experiment and newest readable checkpointed state of a run directory.
+
+    Its `state.step` is the checkpoint's step. Newer checkpoints that do not read
+    back are quarantined to `checkpoints/corrupt/`, one `log_fn` line each; with
+    `strict` that is a `ConfigError` instead.
+    """
+    run = Path(run_dir)
+    if not (run / "config.toml").is_file():
+        raise ConfigError(f"{str(run)!r} is not a run directory (no config.toml).")
+    config = load_config(run / "config.toml")
+    exp = build(config)
+    like = init_state(run_keys(config)["train"], exp.params, exp.optimizer)
+    return exp, _restore(run, like, strict, log_fn).state
 
 
 def sample_run(
@@ -294,10 +461,15 @@ def sample_run(
     seed: int = 0,
     solver: str | None = None,
     steps: int | None = None,
+    *,
+    strict: bool = False,
+    log_fn: LogFn | None = None,
 ) -> np.ndarray:
     """`n` samples from the EMA parameters of a run's newest checkpoint.
 
-    The same `seed` gives the same samples.
+    The same `seed` gives the same samples. `log_fn` hears the checkpoint step and
+    solver before the samples are drawn, e.g. `sampling 500 points with euler, 10
+    steps, from the checkpoint at step 2000 ...`; `strict` as in `load_run`.
     """
     if n < 1:
         raise ConfigError(f"--n must be >= 1, got {n}.")
@@ -307,13 +479,30 @@ def sample_run(
         )
     if steps is not None and steps < 1:
         raise ConfigError(f"--steps must be >= 1, got {steps}.")
-    exp, state = load_run(run_dir)
+    exp, state = load_run(run_dir, strict=strict, log_fn=log_fn)
+    s = exp.config.sample
+    how = _solver_text(solver or s.solver, steps if steps is not None else s.steps)
+    _reporter(log_fn)(
+        f"sampling {n:,} points with {how}, from the checkpoint at step "
+        f"{int(state.step)} ..."
+    )
     out = _draw(exp, state.ema_params, jax.random.key(seed), n, solver, steps)
     return np.asarray(out.x)
 
 
-def evaluate_run(run_dir: str | os.PathLike) -> dict[str, Any]:
-    """Recompute the summary metrics of a run from its newest checkpoint."""
-    exp, state = load_run(run_dir)
-    result = {"step": int(state.step), **_evaluate(exp, state.ema_params)}
+def evaluate_run(
+    run_dir: str | os.PathLike, *, strict: bool = False, log_fn: LogFn | None = None
+) -> dict[str, Any]:
+    """Recompute the summary metrics of a run from its newest checkpoint.
+
+    The result's `checkpoint_step` (and `step`) is the step of the checkpoint
+    used; `log_fn` hears a line before each phase; `strict` as in `load_run`.
+    """
+    exp, state = load_run(run_dir, strict=strict, log_fn=log_fn)
+    step = int(state.step)
+    result = {
+        "step": step,
+        "checkpoint_step": step,
+        **_evaluate(exp, state.ema_params, log_fn),
+    }
     return json.loads(json.dumps(result))

@@ -295,13 +295,48 @@ class VE(AbstractSchedule):
         return jnp.log(self.sigma_max / self.sigma_min) * sigma**2
 
 
+_ENDPOINTS = (
+    ("alpha_fn", 0, 0.0, "alpha_0 = 0"),
+    ("sigma_fn", 0, 1.0, "sigma_0 = 1"),
+    ("alpha_fn", 1, 1.0, "alpha_1 = 1"),
+    ("sigma_fn", 1, 0.0, "sigma_1 = 0"),
+)
+"""What `Schedule` checks: x_0 is the source draw at t = 0, x_1 the data at t = 1."""
+
+
+def _endpoint(fn: Callable, name: str, t: int) -> float | None:
+    """`fn(t)` as a float, or `None` when it is traced (built inside `jit`)."""
+    value = jnp.asarray(fn(jnp.asarray(float(t))))
+    if value.shape != ():
+        raise ValueError(
+            f"{name} must return a scalar for a scalar time, got shape {value.shape} "
+            f"from {name}({t})."
+        )
+    try:
+        return float(value)
+    except jax.errors.ConcretizationTypeError:
+        return None
+
+
 class Schedule(AbstractSchedule):
     r"""A schedule from two user functions; derivatives come from `jax.jvp`.
 
+    The endpoints are checked when it is built: $\alpha_0 = 0$, $\sigma_0 = 1$ (the
+    path starts at the source draw, where sampling starts) and $\alpha_1 = 1$,
+    $\sigma_1 = 0$ (it ends at the data), each within `endpoint_tol`; a
+    `ValueError` names the endpoint and its value. (Not checked when the functions
+    close over traced values, i.e. a schedule built inside `jax.jit`.)
+
     Attributes:
-        alpha_fn: $t \mapsto \alpha_t$ on a scalar, increasing, $\alpha_1 = 1$.
-        sigma_fn: $t \mapsto \sigma_t$ on a scalar, decreasing, $\sigma_1 = 0$.
+        alpha_fn: $t \mapsto \alpha_t$ on a scalar, increasing, $\alpha_0 = 0$,
+            $\alpha_1 = 1$.
+        sigma_fn: $t \mapsto \sigma_t$ on a scalar, decreasing, $\sigma_0 = 1$,
+            $\sigma_1 = 0$.
         bisection_steps: iterations of the generic SNR inverse (bisection on $[0,1]$).
+        endpoint_tol: how far an endpoint may be from its value. The default 0.01
+            admits paths that end near the data or start near the source (Lipman's
+            $\sigma_1 = \sigma_{min}$, the VP schedule's $\alpha_0 = e^{-5}$);
+            `math.inf` skips the check.
 
     Example:
         >>> s = Schedule(lambda t: t**2, lambda t: 1 - t**2)
@@ -312,11 +347,32 @@ class Schedule(AbstractSchedule):
     alpha_fn: Callable[[Float[Array, ""]], Float[Array, ""]]
     sigma_fn: Callable[[Float[Array, ""]], Float[Array, ""]]
     bisection_steps: int = eqx.field(static=True, default=60)
+    endpoint_tol: float = eqx.field(static=True, default=1e-2)
 
     def __check_init__(self):
         for name in ("alpha_fn", "sigma_fn"):
             if not callable(getattr(self, name)):
                 raise TypeError(f"{name} must be a callable of a scalar time.")
+        if not self.endpoint_tol >= 0:
+            raise ValueError(f"endpoint_tol must be >= 0, got {self.endpoint_tol}.")
+        if self.endpoint_tol == float("inf"):
+            return
+        values = [_endpoint(getattr(self, n), n, t) for n, t, _, _ in _ENDPOINTS]
+        for (name, t, want, rule), value in zip(_ENDPOINTS, values, strict=True):
+            if value is not None and not abs(value - want) <= self.endpoint_tol:
+                reversed_time = values[0] == 1.0 and values[2] == 0.0
+                raise ValueError(
+                    f"{name}({t}) = {value:.6g}, but a schedule needs {rule} (within "
+                    f"endpoint_tol={self.endpoint_tol:g}): x_t = alpha_t x_1 + "
+                    "sigma_t x_0 runs from the source x_0 at t = 0 to the data x_1 "
+                    "at t = 1."
+                    + (
+                        " This one runs the other way (diffusion time): use "
+                        "alpha(1 - t) and sigma(1 - t)."
+                        if reversed_time
+                        else ""
+                    )
+                )
 
     def __call__(self, t: _Scalar) -> ScheduleOutput:
         t = _as_time(t)

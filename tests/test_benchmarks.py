@@ -110,7 +110,7 @@ def test_summary_of_a_run_folder_and_publish_refuses_a_partial_run(tmp_path):
     assert "exact OT coupling, batch 512, 1 core usable" in block
     assert "1.25× emd's speed (faster)" in block  # 20 / 16
     assert "## couplings-1core: " in text  # each runner's own tables follow
-    with pytest.raises(ValueError, match="lacks devices, sampling, train"):
+    with pytest.raises(ValueError, match="lacks devices, sampling, startup, train"):
         run_all.publish(run, records)
 
 
@@ -137,6 +137,21 @@ def test_a_one_core_runner_starts_confined_to_one_core(tmp_path):
         check=True,
     )
     assert int(every.stdout.split()[0]) == len(os.sched_getaffinity(0))
+
+
+def test_startup_runner_times_fresh_processes():
+    """Two cheap commands (quick: 2 reps each): the record, the table, the headline."""
+    from benchmarks import bench_startup
+
+    result = bench_startup.run(quick=True, commands=["python", "help"])
+    rows = result["commands"]
+    assert list(rows) == ["python", "help"]
+    assert all(len(r["timing"]["seconds_per_unit"]) == 2 for r in rows.values())
+    assert rows["python"]["heavy"] == []
+    assert "jax" not in rows["help"]["heavy"], "`flowlab --help` imports jax"
+    assert "`python -m flowlab.cli --help`" in bench_startup.markdown(result)
+    [row] = bench_startup.headline(result)
+    assert row[0].startswith("`flowlab --help` start-up")
 
 
 def test_runner_writes_its_run_folder(tmp_path):

@@ -1,6 +1,7 @@
 """The `flowlab` command line, end to end on a tiny run."""
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -61,9 +62,10 @@ def test_train_writes_a_complete_run_directory(run_dir):
     assert all({"step", "loss", "steps_per_sec"} <= set(r) for r in lines)
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["nfe"] == 20
+    assert summary["checkpoint_step"] == 120
     assert summary["w2"] > 0
     assert np.isfinite(summary["final_loss"])
-    for key in ("steps_per_sec", "train_seconds", "wall_seconds", "mmd"):
+    for key in ("steps_per_sec", "train_seconds", "wall_seconds", "mmd2_unbiased"):
         assert key in summary
     assert (run_dir / "samples.png").stat().st_size > 10_000
     assert not [p for p in run_dir.iterdir() if p.name.startswith(".")]
@@ -134,7 +136,7 @@ def test_eval_recomputes_the_summary(run_dir, tmp_path):
     assert main(["eval", str(copy)]) == 0
     result = json.loads((copy / "eval.json").read_text())
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert result["step"] == 120
+    assert result["step"] == result["checkpoint_step"] == 120
     # Same checkpoint, same keys, same solver: the same metric.
     assert result["w2"] == pytest.approx(summary["w2"], rel=1e-6)
     exp, state = run.load_run(copy)
@@ -148,7 +150,9 @@ def test_eval_recomputes_the_summary(run_dir, tmp_path):
     # The same float32 samples; W2 (exact assignment) and MMD are then computed
     # in float64 from them, so the only difference is the samples' rounding.
     assert result["w2"] == pytest.approx(metrics.wasserstein2(x.x, test), rel=1e-6)
-    assert result["mmd"] == pytest.approx(float(metrics.mmd(x.x, test)), rel=1e-5)
+    assert result["mmd2_unbiased"] == pytest.approx(
+        float(metrics.mmd(x.x, test)), rel=1e-5
+    )
 
 
 @pytest.mark.parametrize(
@@ -158,7 +162,7 @@ def test_eval_recomputes_the_summary(run_dir, tmp_path):
         (["train", "model.width=abc"], "model.width"),
         (["train", "no_such_config"], "unknown config"),
         (["train", "sample.solver=leapfrog"], "sample.solver"),
-        (["train", "moons", "extra"], "unexpected argument"),
+        (["train", "moons", "extra"], "one CONFIG at most"),
         (["sample", "/nonexistent/run"], "not a run directory"),
     ],
 )
@@ -193,6 +197,37 @@ def test_failed_train_leaves_no_run_directory(tmp_path, capsys):
     assert main([*argv, "--out", str(out), "--no-progress"]) == 2
     assert "non-finite" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_progress_off_a_terminal_is_plain_lines(tmp_path):
+    """A log (stderr not a terminal) gets plain progress lines, then the phases.
+
+    No tqdm carriage-return frames: a line each tenth of the run (12 of the 120
+    steps, rounded to the calls of 20), then one line before each phase of the
+    final evaluation.
+    """
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "flowlab.cli", "train", "moons", *TINY, "--out", out],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "\r" not in proc.stderr
+    lines = proc.stderr.splitlines()
+    progress = [x for x in lines if x.startswith("step ")]
+    assert [x.split()[1] for x in progress] == [f"{s}/120" for s in range(20, 121, 20)]
+    for line in progress:
+        assert re.fullmatch(
+            r"step \d+/120 loss \d\.\d+ \d+ steps/s( eta \d+ s)?", line
+        ), line
+    assert lines[len(progress) :] == [
+        "sampling 200 points with euler, 20 steps ...",
+        "computing W2 and MMD on 200 x 200 points (under a second) ...",
+        "plotting samples.png: 200 samples with trajectories ...",
+    ]
 
 
 @pytest.mark.parametrize("command", [[], ["train"], ["sample"], ["eval"], ["bench"]])

@@ -118,11 +118,26 @@ def test_toml_round_trip(tmp_path):
         ("coupling=psychic", "coupling"),
         ("batch_size=0", "batch_size"),
         ("sample.solver=leapfrog", "sample.solver"),
+        ("optim.lr_resume=later", "optim.lr_resume"),
+        ("optim.schedule_steps=0", "optim.schedule_steps"),
     ],
 )
 def test_build_rejects_bad_values(override, match):
     with pytest.raises(ConfigError, match=match):
         build(apply_overrides(TrainConfig(), [override]))
+
+
+def test_schedule_steps_sets_the_schedule_length():
+    """The schedule spans `optim.schedule_steps`, then stays at its end (0)."""
+    import optax
+
+    overrides = ["steps=100", "optim.schedule_steps=40", "optim.warmup_steps=0"]
+    exp = build(apply_overrides(TrainConfig(), overrides))
+    cosine = optax.cosine_decay_schedule(exp.config.optim.lr, 40)
+    assert float(exp.lr_fn(20)) == pytest.approx(float(cosine(20)), rel=1e-6)
+    assert float(exp.lr_fn(40)) == float(exp.lr_fn(90)) == 0.0
+    default = build(apply_overrides(TrainConfig(), ["steps=100"]))
+    assert float(default.lr_fn(40)) > 0
 
 
 def test_config_is_frozen():

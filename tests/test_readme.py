@@ -37,12 +37,7 @@ def test_quickstart_has_exactly_two_commands():
 
 def test_three_line_path_runs():
     code = _blocks("python")[0]
-    scope = {
-        "key": jax.random.key(0),
-        "x0": jnp.zeros(3),
-        "x1": jnp.ones(3),
-        "t": 0.5,
-    }
+    scope = {}  # the snippet defines everything it uses
     exec(code, scope)
     # alpha = t^2 = 0.25, sigma = 0.75; d_alpha = 2t = 1, d_sigma = -1.
     assert jnp.allclose(scope["ps"].xt, 0.25)

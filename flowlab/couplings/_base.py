@@ -8,9 +8,12 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int, PRNGKeyArray, PyTree
-from ott.geometry import costs, pointcloud
 
-from .. import registry
+from .. import _lazy, registry
+
+# ott-jax is imported when a cost is first computed (flowlab._lazy).
+costs = _lazy.module("ott.geometry.costs")
+pointcloud = _lazy.module("ott.geometry.pointcloud")
 
 __all__ = [
     "AbstractCostCoupling",
@@ -135,7 +138,7 @@ class AbstractCostCoupling(AbstractCoupling):
     (the conditional coupling relies on this).
     """
 
-    cost_fn: eqx.AbstractVar[costs.CostFn]
+    cost_fn: eqx.AbstractVar["costs.CostFn"]
     repairs_rows: ClassVar[bool] = True
 
     @property

@@ -6,19 +6,20 @@ import jax.numpy as jnp
 from jax import lax
 from jax.scipy.special import logsumexp
 from jaxtyping import Array, Float, Int, PRNGKeyArray, PyTree
-from ott.geometry import costs, geometry
-from ott.math import unbalanced_functions
-from ott.problems.linear import linear_problem
-from ott.solvers.linear import sinkhorn as ott_sinkhorn
 
-from .. import registry
+from .. import _lazy, registry
 from .._checks import is_number as _number
-from ._base import AbstractCostCoupling, Matching
+from ._base import AbstractCostCoupling, Matching, costs
 from ._convergence import (
     AbstractUnconvergedPolicy,
     RaiseUnconverged,
     as_unconverged_policy,
 )
+
+geometry = _lazy.module("ott.geometry.geometry")
+unbalanced_functions = _lazy.module("ott.math.unbalanced_functions")
+linear_problem = _lazy.module("ott.problems.linear.linear_problem")
+ott_sinkhorn = _lazy.module("ott.solvers.linear.sinkhorn")
 
 __all__ = ["EntropicOT", "partial", "sinkhorn", "unbalanced"]
 
@@ -77,7 +78,7 @@ class EntropicOT(AbstractCostCoupling):
     """
 
     epsilon: float
-    cost_fn: costs.CostFn = eqx.field(default_factory=costs.SqEuclidean)
+    cost_fn: "costs.CostFn" = eqx.field(default_factory=lambda: costs.SqEuclidean())
     tau_a: float = eqx.field(static=True, default=1.0)  # ott branches on these
     tau_b: float = eqx.field(static=True, default=1.0)
     mass: float = eqx.field(static=True, default=1.0)
@@ -120,7 +121,7 @@ class EntropicOT(AbstractCostCoupling):
 
     def solve_cost(
         self, cost: Float[Array, "n m"]
-    ) -> tuple[ott_sinkhorn.SinkhornOutput, Float[Array, "n m"]]:
+    ) -> tuple["ott_sinkhorn.SinkhornOutput", Float[Array, "n m"]]:
         r"""Sinkhorn's output and the log-plan $\log\pi$ for a cost matrix."""
         n, m = cost.shape
         forbidden = ~jnp.isfinite(cost)
@@ -151,11 +152,11 @@ class EntropicOT(AbstractCostCoupling):
 
     def solve(
         self, x0: PyTree, x1: PyTree
-    ) -> tuple[ott_sinkhorn.SinkhornOutput, Float[Array, "n m"]]:
+    ) -> tuple["ott_sinkhorn.SinkhornOutput", Float[Array, "n m"]]:
         """Sinkhorn's output and the log-plan for two batches (for inspection)."""
         return self.solve_cost(self.cost_matrix(x0, x1))
 
-    def marginal_error(self, out: ott_sinkhorn.SinkhornOutput) -> Float[Array, ""]:
+    def marginal_error(self, out: "ott_sinkhorn.SinkhornOutput") -> Float[Array, ""]:
         r"""The L1 distance of the plan's marginals to what optimality demands.
 
         $\|\pi\mathbf 1 - a'\|_1 + \|\pi^\top\mathbf 1 - b'\|_1$ on the problem
@@ -254,7 +255,7 @@ def _kw(cost_fn, threshold, max_iterations, on_unconverged):
 def sinkhorn(
     epsilon: float = 0.05,
     *,
-    cost_fn: costs.CostFn | None = None,
+    cost_fn: "costs.CostFn | None" = None,
     hard: bool = False,
     threshold: float = 1e-3,
     max_iterations: int = 2000,
@@ -293,7 +294,7 @@ def unbalanced(
     tau_a: float = 0.99,
     tau_b: float = 0.99,
     *,
-    cost_fn: costs.CostFn | None = None,
+    cost_fn: "costs.CostFn | None" = None,
     threshold: float = 1e-3,
     max_iterations: int = 2000,
     on_unconverged: str | AbstractUnconvergedPolicy = "raise",
@@ -324,7 +325,7 @@ def partial(
     mass: float = 0.9,
     epsilon: float = 0.05,
     *,
-    cost_fn: costs.CostFn | None = None,
+    cost_fn: "costs.CostFn | None" = None,
     threshold: float = 1e-3,
     max_iterations: int = 2000,
     on_unconverged: str | AbstractUnconvergedPolicy = "raise",

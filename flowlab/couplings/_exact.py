@@ -2,11 +2,10 @@ r"""Exact minibatch optimal transport: the optimal permutation of a batch (OT-CF
 
 import equinox as eqx
 from jaxtyping import Array, Float, Int
-from ott.geometry import costs
 
 from .. import registry
 from ._assignment import linear_assignment
-from ._base import AbstractPermutationCoupling
+from ._base import AbstractPermutationCoupling, costs
 
 __all__ = ["ExactOT", "exact_ot"]
 
@@ -33,14 +32,14 @@ class ExactOT(AbstractPermutationCoupling):
             Euclidean, makes the batch plan the empirical $W_2$ plan.
     """
 
-    cost_fn: costs.CostFn = eqx.field(default_factory=costs.SqEuclidean)
+    cost_fn: "costs.CostFn" = eqx.field(default_factory=lambda: costs.SqEuclidean())
 
     def permutation(self, cost: Float[Array, "n n"]) -> Int[Array, " n"]:
         return linear_assignment(cost)
 
 
 @registry.register("coupling", "exact_ot")
-def exact_ot(cost_fn: costs.CostFn | None = None) -> ExactOT:
+def exact_ot(cost_fn: "costs.CostFn | None" = None) -> ExactOT:
     r"""The exact minibatch OT coupling (OT-CFM): an optimal permutation of `x1`.
 
     Args:

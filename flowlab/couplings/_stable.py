@@ -6,10 +6,9 @@ import equinox as eqx
 import jax.numpy as jnp
 from jax import lax
 from jaxtyping import Array, Float, Int
-from ott.geometry import costs
 
 from .. import registry
-from ._base import AbstractPermutationCoupling
+from ._base import AbstractPermutationCoupling, costs
 
 __all__ = ["StableMatching", "stable_match", "stable_matching"]
 
@@ -85,14 +84,14 @@ class StableMatching(AbstractPermutationCoupling):
             column `j` ranks the `x0` rows for `x1[j]`, so only its order matters.
     """
 
-    cost_fn: costs.CostFn = eqx.field(default_factory=costs.SqEuclidean)
+    cost_fn: "costs.CostFn" = eqx.field(default_factory=lambda: costs.SqEuclidean())
 
     def permutation(self, cost: Float[Array, "n n"]) -> Int[Array, " n"]:
         return stable_match(cost)
 
 
 @registry.register("coupling", "stable_matching")
-def stable_matching(cost_fn: costs.CostFn | None = None) -> StableMatching:
+def stable_matching(cost_fn: "costs.CostFn | None" = None) -> StableMatching:
     """The stable-matching coupling (multisample flow matching, "Stable").
 
     Args:

@@ -39,7 +39,9 @@ class FlowMatchingLoss(AbstractPairLoss):
         path: the probability path.
         prediction: what the model outputs: one of `PREDICTIONS` or an
             `AbstractTarget` (`Velocity()`, `Data()`, `Noise()`, `Score()`);
-            all but the velocity need an `AffinePath` (or an interpolant).
+            all but the velocity need an `AffinePath` (or an interpolant). A
+            trained model is sampled through
+            `flowlab.sampling.velocity_field(fn, loss.path, loss.prediction)`.
         time_sampler: `(key, n) -> t`, default uniform on $[0, 1]$.
         weight_fn: optional $w(t)$ multiplying each sample's squared error.
 

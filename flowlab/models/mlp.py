@@ -7,6 +7,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
+from .. import registry
+
 __all__ = ["ACTIVATIONS", "MLP", "selu", "sinusoidal_embedding"]
 
 _SELU_ALPHA = 1.6732632423543772848170429916717
@@ -114,3 +116,6 @@ class MLP(nn.Module):
             h = act(nn.Dense(self.width, param_dtype=x.dtype)(h))
         out = nn.Dense(x.size, param_dtype=x.dtype)(h)
         return out.reshape(x.shape)
+
+
+registry.register("model", "mlp", MLP)

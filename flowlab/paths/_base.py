@@ -63,17 +63,30 @@ class AbstractScheduledPath(AbstractPath):
         )
 
 
+_ONE_SAMPLE = (
+    "path.sample takes one sample (x0 and x1 of one event shape, t a scalar); for a "
+    "batch use jax.vmap(path.sample)(keys, x0, x1, t)"
+)
+
+
 def check_pair(x0, x1, t):
-    """Validate one sample's `(x0, x1, t)`; return them as arrays."""
+    """Validate one sample's `(x0, x1, t)`; return them as arrays.
+
+    Every path's `sample` calls it first. What it can tell from the shapes: `x0`
+    and `x1` of different shapes (one of them batched, say) and a `t` that is not a
+    scalar. A batch `x0`, `x1` of shape `(n, d)` with a scalar `t` is
+    indistinguishable from one sample of event shape `(n, d)` (an image `(C, H, W)`
+    is one sample too), so it is accepted.
+    """
     x0, x1, t = jnp.asarray(x0), jnp.asarray(x1), jnp.asarray(t)
     if x0.shape != x1.shape:
         raise ValueError(
             f"x0 and x1 must have the same event shape, got x0 {x0.shape} and "
-            f"x1 {x1.shape}."
+            f"x1 {x1.shape}: {_ONE_SAMPLE}."
         )
     if t.ndim != 0:
         raise ValueError(
-            f"t must be a scalar for one sample, got shape {t.shape}; paths act on "
-            "one sample: batch with jax.vmap(path.sample)(keys, x0, x1, t)."
+            f"t must be a scalar for one sample, got t of shape {t.shape} (x0 and "
+            f"x1 {x0.shape}): {_ONE_SAMPLE}."
         )
     return x0, x1, t

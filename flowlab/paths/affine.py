@@ -17,6 +17,7 @@ vector field `v(t, x, args)`.
 
 from jaxtyping import Array, ArrayLike, Float
 
+from .. import registry
 from ..schedules import AbstractSchedule
 from ._base import AbstractScheduledPath, Key, PathSample, Point, Time, check_pair
 
@@ -113,3 +114,6 @@ class AffinePath(AbstractScheduledPath):
         r"""$x_1 = (x_t - \sigma_t x_0)/\alpha_t$."""
         s = self.schedule(t)
         return (xt - s.sigma * x0) / s.alpha
+
+
+registry.register("path", "affine", AffinePath)

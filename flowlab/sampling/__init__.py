@@ -6,6 +6,7 @@ from .conditioned import conditioned_field
 from .likelihood import log_likelihood, standard_normal_log_prob
 from .marginal_sdes import interpolant_sde, reverse_diffusion_sde
 from .ode import ODESolution, sample_ode
+from .prediction import velocity_field
 from .sde import SDE, SDESolution, sample_sde
 from .solvers import (
     ADAPTIVE,
@@ -41,4 +42,5 @@ __all__ = [
     "sample_ode",
     "sample_sde",
     "standard_normal_log_prob",
+    "velocity_field",
 ]

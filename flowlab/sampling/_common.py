@@ -1,9 +1,10 @@
 """What `sample_ode` and `sample_sde` share: checks, save times, the solve, the result.
 
 Both integrate a batch-first pytree state with one diffrax solve: the batch is checked
-(`check_batch`), `save_trajectory` becomes a `diffrax.SaveAt` (`save_at`), the terms
-are built inside one compiled `diffrax.diffeqsolve` (`solve`, which also counts the
-evaluations and splits the saved states into the final state and the trajectory).
+(`check_batch`) and the field traced on one of its rows (`check_field`),
+`save_trajectory` becomes a `diffrax.SaveAt` (`save_at`), the terms are built inside
+one compiled `diffrax.diffeqsolve` (`solve`, which also counts the evaluations and
+splits the saved states into the final state and the trajectory).
 Names of solvers, Brownian motions and divergence estimators become objects through
 `flowlab.registry` in `from_name`.
 """
@@ -13,13 +14,23 @@ from typing import Any, NamedTuple, TypeVar
 
 import diffrax
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
 from jaxtyping import Array, Float, Int, PyTree
 
 from .. import registry
 
-__all__ = ["AbstractTerms", "Solution", "check_batch", "from_name", "save_at", "solve"]
+__all__ = [
+    "AbstractTerms",
+    "FieldError",
+    "Solution",
+    "check_batch",
+    "check_field",
+    "from_name",
+    "save_at",
+    "solve",
+]
 
 
 class Solution(NamedTuple):
@@ -52,6 +63,72 @@ def check_batch(x0: PyTree[Any]) -> None:
         )
     if len({jnp.shape(leaf)[0] for leaf in leaves}) != 1:
         raise ValueError("every leaf of x0 must have the same batch size.")
+
+
+def _shapes(tree: PyTree[Any]) -> Any:
+    """The shape of an array, or a pytree's leaves' shapes (for messages)."""
+    if jtu.treedef_is_leaf(jtu.tree_structure(tree)):
+        return jnp.shape(tree)
+    return jtu.tree_map(jnp.shape, tree)
+
+
+class FieldError(ValueError):
+    """A field failed on one sample, or returned another shape (`check_field`)."""
+
+
+def check_field(
+    v: Any,
+    t: Any,
+    x: PyTree[Any],
+    args: Any,
+    name: str = "v",
+    state: str = "x0",
+    *,
+    batched: bool = True,
+) -> None:
+    """Trace `v` on one sample (`eqx.filter_eval_shape`: no work); errors name shapes.
+
+    Called where the solve traces its field (once per compilation): `x` is the
+    batch-first state (`batched`), whose first axis is the batch, so `v` sees one
+    row; or one sample. A field that fails there (typically because the user's `x0`
+    lacks its batch axis, so that its rows are scalars) or returns another shape
+    raises a `FieldError` that names `name` (the field), `state` (the argument)
+    and the shapes; a `FieldError` from a field nested inside `v` passes through.
+    """
+    row = jtu.tree_map(
+        lambda leaf: jax.ShapeDtypeStruct(
+            jnp.shape(leaf)[1 if batched else 0 :], jnp.result_type(leaf)
+        ),
+        x,
+    )
+    time = jax.ShapeDtypeStruct(jnp.shape(t), jnp.result_type(t))
+    if batched:
+        sample = (
+            f"{state} has shape {_shapes(x)} and is batch-first (batch, "
+            f"*event_shape), so one sample (a row) of {state} has shape {_shapes(row)}"
+        )
+        hint = f" If {state} is a single sample, add a batch axis ({state}[None])."
+    else:
+        sample, hint = f"one sample of {state} has shape {_shapes(row)}", ""
+    try:
+        out = eqx.filter_eval_shape(v, time, row, args)
+    except FieldError:
+        raise
+    except Exception as err:  # the field's own error, reported with the shapes
+        lines = str(err).strip().splitlines()
+        raise FieldError(
+            f"{name}(t, x, args) failed on one sample of {state}: {sample}.{hint} "
+            f"{name} raised {type(err).__name__}: {lines[0] if lines else ''}"
+        ) from err
+    same = jtu.tree_structure(out) == jtu.tree_structure(row) and all(
+        jnp.shape(o) == r.shape
+        for o, r in zip(jtu.tree_leaves(out), jtu.tree_leaves(row), strict=True)
+    )
+    if not same:
+        raise FieldError(
+            f"{name}(t, x, args) must return the shape of its x: {sample}, but "
+            f"{name} returned {_shapes(out)}."
+        )
 
 
 def save_at(
@@ -89,7 +166,7 @@ def from_name(kind: str, arg: str, value: Any, base: type, what: str, **options:
     if isinstance(value, base):
         return value
     known = registry.names(kind)
-    if isinstance(value, str) and value in known:
+    if isinstance(value, str) and (value in known or ":" in value):  # or user code
         if options:
             options = registry.accepted(kind, value, options)
         return registry.build(kind, value, **options)

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._types import VelocityFn
-from ._common import from_name
+from ._common import check_field, from_name
 from ._divergence import AbstractDivergence
 from .ode import sample_ode
 
@@ -46,6 +46,7 @@ class _AugmentedField(eqx.Module):
 
     def __call__(self, t, state, args):
         x, _, probe = state
+        check_field(self.v, t, x, args, "v", "x1", batched=False)  # while tracing
         dx, div = self.divergence.velocity_and_divergence(
             lambda y: self.v(t, y, args), x, probe
         )

@@ -45,6 +45,7 @@ class _BatchedField(eqx.Module):
     v: VelocityFn
 
     def __call__(self, t, y, args):
+        _common.check_field(self.v, t, y, args)  # while tracing: the shapes
         return jax.vmap(self.v, in_axes=(None, 0, None))(t, y, args)
 
 
@@ -95,8 +96,12 @@ def sample_ode(
     Args:
         v: a pure per-sample vector field `v(t, x, args)`. Pass parameters through
             `args` (not a new closure per call) so repeated calls reuse the compiled
-            solve.
-        x0: the starting batch, batch-first; may be a pytree of such arrays.
+            solve. A model that predicts $x_1$, $\epsilon$ or the score is a
+            velocity field through `flowlab.sampling.velocity_field`.
+        x0: the starting batch, batch-first; may be a pytree of such arrays. Its
+            first axis is always the batch (one sample `x` goes in as `x[None]`);
+            `v` is traced on one row first, and a failure there or an output of
+            another shape is a `ValueError` that names the shapes.
         args: passed to `v` unchanged.
         solver: a diffrax solver, or one of `"euler", "heun", "midpoint", "rk4"`
             (fixed steps) or `"tsit5", "dopri5", "dopri8"` (adaptive).

@@ -85,6 +85,7 @@ class _BatchedDrift(eqx.Module):
     fn: VelocityFn
 
     def __call__(self, t, y, args):
+        _common.check_field(self.fn, t, y, args, "drift")  # while tracing
         out = jax.vmap(self.fn, in_axes=(None, 0, None))(t, y, args)
         return jtu.tree_map(lambda o, leaf: o.astype(leaf.dtype), out, y)
 
@@ -180,7 +181,8 @@ def sample_sde(
             an array broadcastable to `x`, or (for pytree states) a pytree like `x`.
             Stratonovich solvers (all names but `"euler_maruyama"`) need it to be
             independent of `x`.
-        x0: the starting batch, batch-first; may be a pytree of such arrays.
+        x0: the starting batch, batch-first; may be a pytree of such arrays (one
+            sample `x` goes in as `x[None]`; `drift` is traced on one row first).
         args: passed to `drift` and `diffusion` unchanged. Pass parameters here
             (not in a new closure per call) so repeated calls reuse the compiled
             solve; Python numbers in it are compile-time constants, arrays are not.

@@ -1,6 +1,6 @@
 """Training: the state, the pure step, `fit` and its callbacks, meshes, checkpoints."""
 
-from .allocator import retain_freed_memory
+from .._allocator import retain_freed_memory
 from .callbacks import (
     Callback,
     Checkpoints,
@@ -12,8 +12,10 @@ from .callbacks import (
     TrainingInterrupted,
 )
 from .checkpoint import (
+    CheckpointCorruptError,
     CheckpointCorruptWarning,
     Checkpointer,
+    Quarantined,
     Restored,
     restore_checkpoint,
 )
@@ -44,6 +46,7 @@ __all__ = [
     "SCHEDULES",
     "AbstractNonFinitePolicy",
     "Callback",
+    "CheckpointCorruptError",
     "CheckpointCorruptWarning",
     "Checkpointer",
     "Checkpoints",
@@ -52,6 +55,7 @@ __all__ = [
     "MetricsFile",
     "NonFiniteLossError",
     "ProgressBar",
+    "Quarantined",
     "Restored",
     "Run",
     "Signals",

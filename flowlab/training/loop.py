@@ -21,12 +21,13 @@ import optax
 from jax.sharding import Mesh
 from jaxtyping import PRNGKeyArray, PyTree
 
+from .. import _checks
+from .._allocator import retain_freed_memory
 from .._checks import positive_int
 from ..couplings import AbstractCoupling
 from ..data import AbstractSampler
 from ..losses import AbstractLoss, ModelFn
 from . import callbacks as cb
-from .allocator import retain_freed_memory
 from .callbacks import Callback, TrainingInterrupted
 from .mesh import (
     batch_sharding,
@@ -168,8 +169,11 @@ def fit(
             from the batch.
         target: a sampler of `x1` (drawn on device each step; `data.Empirical`
             holds a data set), or an iterable of host batches `x1` / `(x1, cond)`
-            of this process's rows of the global batch.
-        key: root PRNG key of the run (ignored when `state` is given).
+            of this process's rows of the global batch. An array is refused
+            rather than guessed at (a data set, or a stack of batches?): pass
+            `data.Empirical(points)` to draw from its rows.
+        key: root PRNG key of the run, `jax.random.key(seed)` (ignored when
+            `state` is given).
         steps: total number of steps (a resumed `state` continues up to it).
         batch_size: the global batch per step (the same on 1 or 64 devices).
         optimizer: an optax transformation (default AdamW, lr 1e-3).
@@ -219,6 +223,10 @@ def fit(
     """
     positive_int("steps", steps)
     positive_int("log_every", log_every)
+    _checks.sampler("source", source, AbstractSampler, none=True)
+    _checks.sampler("target", target, AbstractSampler, batches=True)
+    if state is None:
+        _checks.key(key)  # validated; a legacy uint32 key stays as given
     if checkpoint_every is not None and out_dir is None:
         raise ValueError("checkpoint_every needs out_dir to write checkpoints to.")
     policy = resolve_policy(on_nonfinite)

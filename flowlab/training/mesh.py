@@ -35,9 +35,16 @@ def make_mesh(devices: int | None = None) -> Mesh:
     available = jax.devices()
     n = len(available) if devices is None else devices
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= len(available):
+        hint = ""
+        if isinstance(n, int) and n > len(available) and available[0].platform == "cpu":
+            hint = (
+                f"; for {n} CPU devices set XLA_FLAGS=--xla_force_host_platform_"
+                f"device_count={n} before JAX starts, e.g. `XLA_FLAGS=--xla_force_"
+                f"host_platform_device_count={n} flowlab info --devices {n}`"
+            )
         raise ValueError(
             f"devices must be an int from 1 to {len(available)} (the visible device "
-            f"count), got {devices!r}."
+            f"count), got {devices!r}{hint}."
         )
     if n % jax.process_count():
         raise ValueError(

@@ -126,7 +126,12 @@ registry.register("nonfinite", "skip", SkipNonFinite)
 
 def resolve_policy(policy: Any) -> AbstractNonFinitePolicy:
     """A policy object from an object or a registered name (`"stop"`, `"skip"`)."""
-    if isinstance(policy, str) and policy not in registry.table("nonfinite"):
+    user_code = isinstance(policy, str) and ":" in policy  # "package.module:name"
+    if (
+        isinstance(policy, str)
+        and not user_code
+        and policy not in registry.table("nonfinite")
+    ):
         raise ValueError(
             f"on_nonfinite must be one of {list(registry.names('nonfinite'))} or an "
             f"AbstractNonFinitePolicy, got {policy!r}."

@@ -38,7 +38,7 @@ import optax
 from jax.sharding import Mesh
 from jaxtyping import Array
 
-from .. import registry
+from .. import _checks, registry
 from .._checks import positive_int
 from ..couplings import AbstractCoupling, Sharded, as_coupling, sharded
 from ..data import AbstractSampler
@@ -235,8 +235,7 @@ def make_train_step(
         raise ValueError(f"ema_decay must lie in [0, 1), got {ema_decay}.")
     positive_int("steps_per_call", steps_per_call)
     positive_int("micro_batches", micro_batches)
-    if source is not None and not isinstance(source, AbstractSampler):
-        raise TypeError("source must be a flowlab.data.AbstractSampler or None.")
+    _checks.sampler("source", source, AbstractSampler, none=True)
     policy = resolve_policy(on_nonfinite)
     coupling = _mesh_coupling(coupling, mesh, global_coupling)
     n_devices = 1 if mesh is None else mesh.shape[DATA_AXIS]

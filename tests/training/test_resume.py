@@ -1,4 +1,9 @@
-"""Never lose a run: SIGKILL + --resume, corrupt checkpoints, SIGTERM (subprocesses)."""
+"""Never lose a run: SIGKILL + --resume, corrupt checkpoints, SIGTERM (subprocesses).
+
+Also what a resume says and does: the printed step, the learning-rate schedule
+kept or stretched by a new `--steps`, `--strict`, and the checkpoint step that
+`sample` and `eval` report (a small finished run, in process).
+"""
 
 import json
 import os
@@ -11,6 +16,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+import optax
 import pytest
 
 # The tests of one xdist worker (`--dist loadgroup`) share the module fixtures
@@ -155,6 +161,12 @@ def test_sigkill_then_resume_is_bitwise_identical(reference, killed, tmp_path):
     _assert_bitwise_equal_runs(reference, _finished(out, tmp_path))
 
 
+def _corrupt(out: Path, step: int) -> None:
+    for path in (out / "checkpoints" / str(step)).rglob("*"):
+        if path.is_file():
+            path.write_bytes(b"\0garbage" * 3)
+
+
 @SHARED
 @pytest.mark.heavy
 def test_corrupted_newest_checkpoint_is_reported_and_skipped(
@@ -166,14 +178,19 @@ def test_corrupted_newest_checkpoint_is_reported_and_skipped(
     )
     newest, previous = steps[-1], steps[-2]
     assert previous == newest - 1000
-    for path in (out / "checkpoints" / str(newest)).rglob("*"):
-        if path.is_file():
-            path.write_bytes(b"\0garbage" * 3)
+    _corrupt(out, newest)
     proc = _flowlab("train", "--resume", str(out), "--no-progress")
     assert proc.returncode == 0, proc.stderr
-    assert f"step {newest}" in proc.stderr
-    assert "unreadable" in proc.stderr
-    assert f"using step {previous}" in proc.stderr
+    # One line each, nothing else (no warning category, source line or traceback).
+    assert proc.stderr.splitlines() == [
+        f"checkpoint at step {newest} is unreadable: moved to "
+        f"checkpoints/corrupt/{newest}; using step {previous}",
+        f"resumed from step {previous} of 10000 "
+        f"(checkpoint {out}/checkpoints/{previous})",
+    ]
+    assert (out / "checkpoints" / "corrupt" / str(newest)).is_dir()
+    # The quarantined step did not shadow the new save of that step.
+    assert (out / "checkpoints" / str(newest) / "state").is_dir()
     _assert_bitwise_equal_runs(reference, _finished(out, tmp_path))
 
 
@@ -201,6 +218,153 @@ def test_resume_rejects_bad_input(tmp_path):
     proc = _flowlab("train", "moons", "--resume", str(tmp_path))
     assert proc.returncode == 2
     assert "--resume" in proc.stderr
+    proc = _flowlab("train", "moons", "--strict", "--out", str(tmp_path / "new"))
+    assert proc.returncode == 2
+    assert proc.stderr == (
+        "flowlab train: error: --strict applies to --resume RUN_DIR only.\n"
+    )
+
+
+# ---------------------------------------------------------- a small run, in process
+
+SMALL = [
+    "moons",
+    "steps=300",
+    "batch_size=64",
+    "steps_per_call=10",
+    "log_every=50",
+    "checkpoint_every=100",
+    "keep_checkpoints=50",
+    "model.width=16",
+    "model.depth=2",
+    "data.n_train=500",
+    "data.n_test=200",
+    "sample.solver=euler",
+    "sample.steps=10",
+]
+LR = 2e-3  # the default optim.lr, with the default cosine schedule
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory) -> Path:
+    """A finished 300-step run with checkpoints at 100, 200 and 300."""
+    from flowlab.cli import main
+
+    out = tmp_path_factory.mktemp("small") / "run"
+    assert main(["train", *SMALL, "--out", str(out), "--no-progress"]) == 0
+    return out
+
+
+def _lr(out: Path) -> dict[int, float]:
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    return {r["step"]: r["lr"] for r in map(json.loads, lines)}
+
+
+def _params(out: Path):
+    import jax
+
+    from flowlab.run import load_run
+
+    return jax.tree_util.tree_leaves(jax.device_get(load_run(out)[1].params))
+
+
+@pytest.mark.xdist_group("small")
+def test_resume_with_more_steps_keeps_the_lr_schedule(small, tmp_path, capsys):
+    """The default `optim.lr_resume=keep`: a longer run does not re-stretch it.
+
+    The cosine schedule keeps its 300 steps and then stays at its final value,
+    0, so the parameters do not move after step 300 (AdamW's update and weight
+    decay are both scaled by the learning rate; the EMA still moves).
+    """
+    import tomllib
+
+    from flowlab.cli import main
+
+    out = shutil.copytree(small, tmp_path / "run")
+    assert main(["train", "--resume", str(out), "--steps", "400", "--no-progress"]) == 0
+    assert capsys.readouterr().err.splitlines() == [
+        f"resumed from step 300 of 400 (checkpoint {out}/checkpoints/300); the lr "
+        "schedule keeps its 300 steps, then stays at 0 (optim.lr_resume=keep)"
+    ]
+    lr = _lr(out)
+    assert sorted(lr) == [50, 100, 150, 200, 250, 300, 350, 400]
+    cosine = optax.cosine_decay_schedule(LR, 300)
+    assert lr[250] == pytest.approx(float(cosine(250)), rel=1e-6)
+    assert lr[350] == lr[400] == 0.0
+    for a, b in zip(_params(small), _params(out), strict=True):
+        np.testing.assert_array_equal(a, b)
+    config = tomllib.loads((out / "config.toml").read_text())
+    assert config["steps"] == 400
+    assert config["optim"]["schedule_steps"] == 300
+
+
+@pytest.mark.xdist_group("small")
+def test_resume_with_lr_resume_stretch_spans_the_new_steps(small, tmp_path, capsys):
+    import tomllib
+
+    from flowlab.cli import main
+
+    out = shutil.copytree(small, tmp_path / "run")
+    argv = ["train", "optim.lr_resume=stretch", "--resume", str(out)]
+    assert main([*argv, "--steps", "400", "--no-progress"]) == 0
+    cosine = optax.cosine_decay_schedule(LR, 400)
+    assert capsys.readouterr().err.splitlines() == [
+        f"resumed from step 300 of 400 (checkpoint {out}/checkpoints/300); the lr "
+        "schedule is stretched from 300 to 400 steps: lr at step 300 0 -> "
+        f"{float(cosine(300)):.3g} (optim.lr_resume=stretch)"
+    ]
+    lr = _lr(out)
+    assert lr[350] == pytest.approx(float(cosine(350)), rel=1e-6)
+    assert lr[350] > 0
+    assert lr[250] == pytest.approx(
+        float(optax.cosine_decay_schedule(LR, 300)(250)), rel=1e-6
+    )  # the lines before the resumed step are the first run's
+    config = tomllib.loads((out / "config.toml").read_text())
+    assert config["steps"] == 400
+    assert "schedule_steps" not in config["optim"]
+
+
+@pytest.mark.xdist_group("small")
+def test_strict_refuses_a_fallback_and_sample_eval_name_their_step(
+    small, tmp_path, capsys
+):
+    from flowlab.cli import main
+
+    out = shutil.copytree(small, tmp_path / "run")
+    _corrupt(out, 300)
+    for argv in (
+        ["train", "--resume", str(out), "--strict"],
+        ["sample", str(out), "--strict"],
+        ["eval", str(out), "--strict"],
+    ):
+        assert main(argv) == 2
+        assert capsys.readouterr().err == (
+            f"flowlab {argv[0]}: error: checkpoint at step 300 is unreadable; "
+            "--strict forbids falling back to step 200.\n"
+        )
+    assert (out / "checkpoints" / "300").is_dir()  # --strict moves nothing
+    assert not (out / "checkpoints" / "corrupt").exists()
+
+    samples = tmp_path / "x.npy"
+    assert main(["sample", str(out), "--n", "50", "--out", str(samples)]) == 0
+    captured = capsys.readouterr()
+    assert captured.err.splitlines() == [
+        "checkpoint at step 300 is unreadable: moved to checkpoints/corrupt/300; "
+        "using step 200",
+        "sampling 50 points with euler, 10 steps, from the checkpoint at step 200 ...",
+    ]
+    assert captured.out == f"50 samples written to {samples}\n"
+    assert (out / "checkpoints" / "corrupt" / "300").is_dir()
+
+    assert main(["eval", str(out), "--strict"]) == 0  # 300 is out of the way now
+    captured = capsys.readouterr()
+    assert captured.err.splitlines() == [
+        "sampling 200 points with euler, 10 steps ...",
+        "computing W2 and MMD on 200 x 200 points (under a second) ...",
+    ]
+    result = json.loads((out / "eval.json").read_text())
+    assert result["checkpoint_step"] == result["step"] == 200
+    assert json.loads(captured.out) == result
 
 
 def test_info_prints_devices_and_mesh():
