@@ -329,3 +329,20 @@ def times(interval):
     """Times in a closed interval."""
     lo, hi = interval
     return st.floats(lo, hi, allow_nan=False)
+
+
+TINY_RUN = {
+    "batch_size": 64,
+    "model.width": 16,
+    "model.depth": 2,
+    "data.n_train": 500,
+    "data.n_test": 200,
+    "sample.solver": "euler",
+    "sample.steps": 10,
+}
+"""A small moons run for the command-line tests: seconds to train and evaluate."""
+
+
+def tiny_run(settings: dict | None = None) -> list[str]:
+    """The `key=value` overrides of `TINY_RUN`, with `settings` replacing or added."""
+    return [f"{k}={v}" for k, v in {**TINY_RUN, **(settings or {})}.items()]

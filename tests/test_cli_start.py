@@ -10,24 +10,27 @@ import subprocess
 import sys
 import time
 import tomllib
+from pathlib import Path
 
+import helpers
 import pytest
 
 from flowlab import registry
 from flowlab.cli import _parse, _split_train_args
 from flowlab.config import named_configs
 
-TINY = [
-    "batch_size=32",
-    "steps_per_call=10",
-    "log_every=10",
-    "model.width=8",
-    "model.depth=1",
-    "data.n_train=200",
-    "data.n_test=50",
-    "sample.solver=euler",
-    "sample.steps=4",
-]
+TINY = helpers.tiny_run(
+    {
+        "batch_size": 32,
+        "steps_per_call": 10,
+        "log_every": 10,
+        "model.width": 8,
+        "model.depth": 1,
+        "data.n_train": 200,
+        "data.n_test": 50,
+        "sample.steps": 4,
+    }
+)
 
 
 def _python(*args, timeout=300, **kwargs):
@@ -255,3 +258,26 @@ def test_summary_is_json_with_the_run_dir_line(tmp_path):
     text, last = res.stdout.rsplit("\n", 2)[0], res.stdout.strip().splitlines()[-1]
     assert last == f"run written to {out}"
     assert json.loads(text)["steps"] == 20
+
+
+@pytest.mark.heavy
+def test_bench_writes_its_results_folder_and_no_tracked_file(tmp_path):
+    """`flowlab bench` writes under `--out` only; the published pages stay as they are.
+
+    Only `python -m benchmarks.run_all --publish` rewrites them (`flowlab bench` has
+    no `--publish`).
+    """
+    from benchmarks import run_all
+
+    root = Path(__file__).resolve().parents[1]
+    published = [root / "benchmarks" / "latest.md", *run_all.pages(root)]
+    before = {p: p.read_bytes() for p in published}
+    res = _flowlab(
+        "bench", "--quick", "--only", "startup", "--no-torch", "--out", str(tmp_path)
+    )
+    assert res.returncode == 0, res.stderr
+    written = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*.*"))
+    assert "cpu-quick/summary.md" in written
+    assert "cpu-quick/startup/results.json" in written
+    assert {p: p.read_bytes() for p in published} == before
+    assert "--publish" not in _flowlab("bench", "--help").stdout

@@ -97,6 +97,19 @@ CONFIG = textwrap.dedent(
 )
 
 
+def _train(project, *args):
+    """`flowlab train mine.toml ARGS --out run` in the user's directory."""
+    return subprocess.run(
+        [sys.executable, "-m", "flowlab.cli", "train", "mine.toml", *args]
+        + ["--out", "run"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+
+
 @pytest.fixture
 def project(tmp_path):
     (tmp_path / "usercode.py").write_text(USER_MODULE)
@@ -112,15 +125,7 @@ def test_a_config_of_user_code_trains_from_the_command_line(project):
     small network on the quadratic schedule; 0.21 on Cond-OT): below 1 means
     they went there.
     """
-    res = subprocess.run(
-        [sys.executable, "-m", "flowlab.cli", "train", "mine.toml"]
-        + ["--out", "run", "--no-progress"],
-        cwd=project,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    res = _train(project, "--no-progress")
     assert res.returncode == 0, res.stderr
     config = tomllib.loads((project / "run" / "config.toml").read_text())
     assert config["data"]["target"] == "usercode:Blob"
@@ -170,15 +175,7 @@ def test_bad_import_paths_name_what_is_wrong(project, monkeypatch, name, message
 
 
 def test_a_bad_import_path_in_a_config_names_the_key(project):
-    res = subprocess.run(
-        [sys.executable, "-m", "flowlab.cli", "train", "mine.toml"]
-        + ["coupling=usercode:nothing", "--out", "run"],
-        cwd=project,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    res = _train(project, "coupling=usercode:nothing")
     assert res.returncode == 2
     assert res.stderr.strip().splitlines() == [
         "flowlab train: error: coupling: coupling 'usercode:nothing': module "

@@ -7,23 +7,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import helpers
 import numpy as np
 import pytest
 
 HERE = Path(__file__).resolve().parent
 TINY = [
     "moons",
-    "steps=400",
-    "batch_size=64",
-    "steps_per_call=20",
-    "log_every=100",
-    "checkpoint_every=200",
-    "model.width=16",
-    "model.depth=2",
-    "data.n_train=500",
-    "data.n_test=200",
-    "sample.solver=euler",
-    "sample.steps=10",
+    *helpers.tiny_run(
+        {"steps": 400, "steps_per_call": 20, "log_every": 100, "checkpoint_every": 200}
+    ),
 ]
 
 

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
+import helpers
 import numpy as np
 import optax
 import pytest
@@ -229,18 +230,15 @@ def test_resume_rejects_bad_input(tmp_path):
 
 SMALL = [
     "moons",
-    "steps=300",
-    "batch_size=64",
-    "steps_per_call=10",
-    "log_every=50",
-    "checkpoint_every=100",
-    "keep_checkpoints=50",
-    "model.width=16",
-    "model.depth=2",
-    "data.n_train=500",
-    "data.n_test=200",
-    "sample.solver=euler",
-    "sample.steps=10",
+    *helpers.tiny_run(
+        {
+            "steps": 300,
+            "steps_per_call": 10,
+            "log_every": 50,
+            "checkpoint_every": 100,
+            "keep_checkpoints": 50,
+        }
+    ),
 ]
 LR = 2e-3  # the default optim.lr, with the default cosine schedule
 
