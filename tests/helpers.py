@@ -244,17 +244,46 @@ ALL_MANIFOLDS: list[manifolds.AbstractManifold] = [
     manifolds.Sphere(5),
     manifolds.FlatTorus(1),
     manifolds.FlatTorus(3),
+    manifolds.Hyperbolic(2),
+    manifolds.Hyperbolic(5),
+    manifolds.SO3(),
+    manifolds.Product(manifolds.Sphere(2), manifolds.FlatTorus(1)),
+    manifolds.Product(
+        manifolds.Euclidean(1), manifolds.Sphere(1), manifolds.FlatTorus(2)
+    ),
+    manifolds.SPD(2),
+    manifolds.SPD(3),
+    manifolds.SPDLogEuclidean(2),
 ]
 """Each manifold class in low and higher dimension (S^1 and T^1: both the circle)."""
 
-MANIFOLD_IDS = [f"{type(m).__name__}({m.dim})" for m in ALL_MANIFOLDS]
+
+def _manifold_id(m: manifolds.AbstractManifold) -> str:
+    """`Sphere(dim=2)`, `SPD(n=3)`; a product by its factors, `Sphere(dim=2)xSO3()`."""
+    if isinstance(m, manifolds.AbstractProduct):
+        return "x".join(_manifold_id(f) for f in m.factors)
+    return repr(m)
+
+
+MANIFOLD_IDS = [_manifold_id(m) for m in ALL_MANIFOLDS]
 
 
 def manifold_point(m: manifolds.AbstractManifold, key) -> jnp.ndarray:
-    """A random point: uniform on a compact manifold, N(0, 4 I) on a flat space."""
+    """A random point: uniform on a compact manifold; elsewhere the exponential map
+    of a N(0, 4 I) ambient vector projected on the tangent space at the origin."""
     if isinstance(m, manifolds.AbstractCompactManifold):
         return m.random_uniform(key)
-    return 2 * jax.random.normal(key, m.shape)
+    o = m.origin()
+    # SPD matrices exp(S): with S of N(0, 1/4) entries their condition numbers stay
+    # near e^2, so the tests' N(0, I) ambient tangents (times up to 50) at them
+    # remain representable after exp (with N(0, 4 I), e^{+-700} and overflow)
+    scale = 0.5 if isinstance(m, manifolds.SPD | manifolds.SPDLogEuclidean) else 2
+    # Hyperbolic: radius ~1.5 in any dimension. Coordinates grow like e^r, so at the
+    # radius ~2 sqrt(d) of N(0, 4 I) rounding alone (eps x0 cosh d(x, y)) exceeds the
+    # tests' absolute 1e-9, and most pairs fall outside their pi filter
+    if isinstance(m, manifolds.Hyperbolic):
+        scale = 1.5 / math.sqrt(m.dim)
+    return m.expmap(o, m.proju(o, scale * jax.random.normal(key, m.shape)))
 
 
 def manifold_pair(m: manifolds.AbstractManifold, seed: int):

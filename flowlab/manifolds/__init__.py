@@ -2,8 +2,8 @@ r"""Riemannian manifolds for flow matching on curved spaces.
 
 Each manifold is an `equinox.Module` behind `AbstractManifold` (`_base.py` lists
 the interface) whose methods act on one point; `jax.vmap` makes batches. Their
-names (`"euclidean"`, `"sphere"`, `"torus"`) are in `flowlab.registry` under
-`"manifold"`.
+names (`"euclidean"`, `"sphere"`, `"torus"`, `"product"`, `"so3"`, `"hyperbolic"`,
+`"spd"`, `"spd_log_euclidean"`) are in `flowlab.registry` under `"manifold"`.
 
 ```python
 import jax
@@ -16,6 +16,16 @@ x = jax.vmap(s2.random_uniform)(jax.random.split(jax.random.key(0), 128))
 
 from ._base import AbstractCompactManifold, AbstractFlatManifold, AbstractManifold
 from .euclidean import Euclidean
+from .hyperbolic import Hyperbolic
+from .product import AbstractProduct, CompactProduct, Product, ProductManifold
+from .so3 import (
+    SO3,
+    axis_angle_to_matrix,
+    matrix_to_axis_angle,
+    matrix_to_quaternion,
+    quaternion_to_matrix,
+)
+from .spd import SPD, SPDLogEuclidean
 from .sphere import Sphere
 from .torus import FlatTorus
 
@@ -23,7 +33,19 @@ __all__ = [
     "AbstractCompactManifold",
     "AbstractFlatManifold",
     "AbstractManifold",
+    "AbstractProduct",
+    "CompactProduct",
     "Euclidean",
     "FlatTorus",
+    "Hyperbolic",
+    "Product",
+    "ProductManifold",
+    "SO3",
+    "SPD",
+    "SPDLogEuclidean",
     "Sphere",
+    "axis_angle_to_matrix",
+    "matrix_to_axis_angle",
+    "matrix_to_quaternion",
+    "quaternion_to_matrix",
 ]

@@ -7,8 +7,11 @@ vectors `u, v` at `x` (arrays of the same shape); batches go through `jax.vmap`.
 - `expmap(x, u)`: the point at time 1 on the geodesic from `x` with velocity `u`;
 - `logmap(x, y)`: the velocity `u` at `x` with `expmap(x, u) = y` (shortest geodesic);
 - `projx(x)`: the point of the manifold nearest to an ambient point;
-- `proju(x, u)`: the orthogonal projection of an ambient vector on the tangent space;
+- `proju(x, u)`: the projection of an ambient vector on the tangent space,
+  orthogonal in the ambient coordinates' Euclidean inner product;
 - `inner(x, u, v)`: the Riemannian metric $\langle u, v\rangle_x$;
+- `origin()`: a reference point (the north pole, the identity, the zero vector),
+  where base distributions are centred;
 - `norm(x, u)`, `dist(x, y)`: $\|u\|_x$ and the geodesic distance;
 - `is_point(x)`, `is_tangent(x, u)`: whether `x` is on the manifold, `u` tangent at `x`.
 
@@ -49,14 +52,19 @@ class AbstractManifold(eqx.Module):
     Attributes:
         dim: the intrinsic dimension (2 for the sphere $S^2 \subset \mathbb{R}^3$).
         shape: the shape of a point's ambient coordinates, e.g. `(3,)` for $S^2$.
+        injectivity_radius: the largest $r$ such that `expmap(x, .)` is one-to-one
+            on tangent vectors of norm below $r$ at every `x` ($\pi$ on the unit
+            sphere, `math.inf` on a flat or a negatively curved space): within it,
+            `logmap(x, expmap(x, u)) = u`.
 
-    Subclasses implement `expmap`, `logmap`, `projx`, `proju` and `inner`;
+    Subclasses implement `expmap`, `logmap`, `projx`, `proju`, `inner` and `origin`;
     `norm` and `dist` follow (override `dist` where a closed form is more stable),
     and `is_point` / `is_tangent` compare `projx` / `proju` with their input.
     """
 
     dim: eqx.AbstractVar[int]
     shape: eqx.AbstractVar[tuple[int, ...]]
+    injectivity_radius: eqx.AbstractVar[float]
 
     def __check_init__(self):
         _checks.positive_int("dim", self.dim)
@@ -75,11 +83,20 @@ class AbstractManifold(eqx.Module):
 
     @abc.abstractmethod
     def proju(self, x: Point, u: Float[ArrayLike, "*shape"]) -> Tangent:
-        """The orthogonal projection of the ambient vector `u` on the tangent space."""
+        """The projection of the ambient `u` on the tangent space at `x`.
+
+        Orthogonal for the Euclidean inner product of the ambient coordinates
+        (which is the metric's on the sphere, not on the hyperboloid or the SPD
+        cone): it never lengthens `u`.
+        """
 
     @abc.abstractmethod
     def inner(self, x: Point, u: Tangent, v: Tangent) -> Scalar:
         r"""The metric $\langle u, v\rangle_x$."""
+
+    @abc.abstractmethod
+    def origin(self, dtype=float) -> Point:
+        """The manifold's reference point, where base distributions are centred."""
 
     def norm(self, x: Point, u: Tangent) -> Scalar:
         r"""$\|u\|_x = \sqrt{\langle u, u\rangle_x}$ (zero gradient at `u = 0`)."""
@@ -140,3 +157,7 @@ class AbstractFlatManifold(AbstractManifold):
 
     def inner(self, x: Point, u: Tangent, v: Tangent) -> Scalar:
         return jnp.sum(u * v)
+
+    def origin(self, dtype=float) -> Point:
+        """The zero vector."""
+        return jnp.zeros(self.shape, dtype)

@@ -1,5 +1,8 @@
 r"""Flat $\mathbb{R}^d$ with the Euclidean metric: geodesics are straight lines."""
 
+import math
+from typing import ClassVar
+
 import equinox as eqx
 import jax.numpy as jnp
 
@@ -28,6 +31,7 @@ class Euclidean(AbstractFlatManifold):
     """
 
     dim: int = eqx.field(static=True)
+    injectivity_radius: ClassVar[float] = math.inf
 
     def expmap(self, x: Point, u: Tangent) -> Point:
         return x + u

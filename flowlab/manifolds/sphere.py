@@ -12,6 +12,9 @@ their Taylor series below $\theta = 10^{-2}$, so `expmap` has the identity as it
 derivative at `u = 0` and no NaN anywhere.
 """
 
+import math
+from typing import ClassVar
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -58,6 +61,7 @@ class Sphere(AbstractCompactManifold):
     """
 
     dim: int = eqx.field(static=True)
+    injectivity_radius: ClassVar[float] = math.pi
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -88,6 +92,10 @@ class Sphere(AbstractCompactManifold):
 
     def inner(self, x: Point, u: Tangent, v: Tangent) -> Scalar:
         return jnp.sum(u * v)
+
+    def origin(self, dtype=float) -> Point:
+        r"""The north pole $e_{d+1} = (0, \dots, 0, 1)$."""
+        return jnp.zeros(self.shape, dtype).at[-1].set(1)
 
     def random_uniform(self, key: PRNGKeyArray, dtype=float) -> Point:
         key = _checks.key(key)

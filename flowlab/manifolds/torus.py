@@ -6,6 +6,9 @@ component wrapped into $[-\pi, \pi)$ (the shortest way round). The injectivity
 radius is $\pi$ in each angle.
 """
 
+import math
+from typing import ClassVar
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -36,6 +39,7 @@ class FlatTorus(AbstractFlatManifold, AbstractCompactManifold):
     """
 
     dim: int = eqx.field(static=True)
+    injectivity_radius: ClassVar[float] = math.pi
 
     def expmap(self, x: Point, u: Tangent) -> Point:
         return self.projx(x + u)

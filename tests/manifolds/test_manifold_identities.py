@@ -23,8 +23,12 @@ def _keys(seed, n):
     return jax.random.split(jax.random.key(seed), n)
 
 
-def _injectivity_radius(m):
-    return jnp.inf if isinstance(m, manifolds.Euclidean) else jnp.pi
+def _inside(m, x, u, fraction):
+    """`u` scaled to `fraction` of the injectivity radius (as it is, where that is
+    infinite): the geodesic of `u` is then the shortest one."""
+    if np.isinf(m.injectivity_radius):
+        return u
+    return fraction * m.injectivity_radius * u / m.norm(x, u)
 
 
 every_manifold = pytest.mark.parametrize(
@@ -64,7 +68,7 @@ def test_inner_product_is_symmetric_and_positive(m, seed):
 @given(seed=SEEDS)
 def test_expmap_of_logmap_returns_the_point(m, seed):
     x, y = helpers.manifold_pair(m, seed)
-    assume(m.dist(x, y) < _injectivity_radius(m) - 1e-3)
+    assume(m.dist(x, y) < m.injectivity_radius - 1e-3)
     u = m.logmap(x, y)
     assert m.is_tangent(x, u, atol=1e-10)
     assert m.dist(m.expmap(x, u), y) < 1e-9
@@ -77,11 +81,7 @@ def test_expmap_of_logmap_returns_the_point(m, seed):
 def test_distance_along_a_geodesic_is_the_speed(m, seed, fraction):
     k0, k1 = _keys(seed, 2)
     x = _point(m, k0)
-    u = _tangent(m, k1, x)
-    if isinstance(m, manifolds.FlatTorus):  # each angle inside (-pi, pi)
-        u = fraction * jnp.pi * u / jnp.max(jnp.abs(u))
-    elif isinstance(m, manifolds.Sphere):
-        u = fraction * jnp.pi * u / m.norm(x, u)
+    u = _inside(m, x, _tangent(m, k1, x), fraction)
     y = m.expmap(x, u)
     assert m.is_point(y, atol=1e-12)
     np.testing.assert_allclose(m.dist(x, y), m.norm(x, u), rtol=1e-9, atol=1e-12)
@@ -97,9 +97,12 @@ def test_the_derivative_of_expmap_at_zero_is_the_identity(m, seed):
     y, dy = jax.jvp(lambda w: m.expmap(x, w), (jnp.zeros(m.shape),), (u,))
     np.testing.assert_allclose(y, x, atol=1e-12)
     np.testing.assert_allclose(dy, u, atol=1e-12)
-    # and the derivative of logmap at y = x is the tangent projection
-    jac = jax.jacfwd(lambda z: m.logmap(x, z))(x)
-    proj = jax.vmap(lambda e: m.proju(x, e), out_axes=1)(jnp.eye(m.shape[0]))
+    # and the derivative of logmap at y = x is the tangent projection (both as
+    # matrices on the flattened ambient space, for points of any shape)
+    size = x.size
+    jac = jax.jacfwd(lambda z: m.logmap(x, z))(x).reshape(size, size)
+    basis = jnp.eye(size).reshape(size, *m.shape)
+    proj = jax.vmap(lambda e: m.proju(x, e).reshape(size), out_axes=1)(basis)
     np.testing.assert_allclose(jac, proj, atol=1e-10)
 
 
