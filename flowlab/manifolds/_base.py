@@ -14,6 +14,8 @@ vectors `u, v` at `x` (arrays of the same shape); batches go through `jax.vmap`.
   where base distributions are centred;
 - `norm(x, u)`, `dist(x, y)`: $\|u\|_x$ and the geodesic distance;
 - `is_point(x)`, `is_tangent(x, u)`: whether `x` is on the manifold, `u` tangent at `x`.
+- `check_point(x)`, `check_tangent(x, u)`: the input itself, or an error
+  (`equinox.error_if`, so inside `jit` too).
 
 Compact manifolds (`AbstractCompactManifold`) also draw uniform points and know their
 volume. Every method is differentiable everywhere it is defined, with finite
@@ -121,6 +123,37 @@ class AbstractManifold(eqx.Module):
         if u.shape != self.shape:
             return jnp.asarray(False)
         return jnp.all(jnp.abs(self.proju(x, u) - u) <= atol)
+
+    def check_point(self, x: Float[ArrayLike, "*shape"], atol: float = 1e-5) -> Point:
+        """`x` itself if it is a point of the manifold; an error otherwise.
+
+        A wrong shape is a `ValueError` at once; a point off the manifold is an
+        error raised by `equinox.error_if`, inside `jit` too.
+        """
+        x = self._shaped("x", x)
+        return eqx.error_if(
+            x, ~self.is_point(x, atol), f"x is not a point of {self!r} (atol {atol})."
+        )
+
+    def check_tangent(
+        self, x: Point, u: Float[ArrayLike, "*shape"], atol: float = 1e-5
+    ) -> Tangent:
+        """`u` itself if it is tangent at `x`; an error otherwise (as `check_point`)."""
+        u = self._shaped("u", u)
+        return eqx.error_if(
+            u,
+            ~self.is_tangent(x, u, atol),
+            f"u is not a tangent vector of {self!r} at x (atol {atol}).",
+        )
+
+    def _shaped(self, name: str, a: Float[ArrayLike, "*shape"]) -> Array:
+        a = jnp.asarray(a)
+        if a.shape != self.shape:
+            raise ValueError(
+                f"{name} must have the shape {self.shape} of a point of {self!r}, "
+                f"got {a.shape}."
+            )
+        return a
 
 
 class AbstractCompactManifold(AbstractManifold):

@@ -245,3 +245,21 @@ def test_manifolds_are_in_the_registry():
     assert {"euclidean", "sphere", "torus"} <= set(registry.names("manifold"))
     assert registry.build("manifold", "sphere", dim=2) == manifolds.Sphere(2)
     assert registry.build("manifold", "torus", dim=3) == manifolds.FlatTorus(3)
+
+
+@every_manifold
+def test_check_point_and_check_tangent_pass_good_input_and_stop_bad(m):
+    x = _point(m, jax.random.key(5))
+    u = _tangent(m, jax.random.key(6), x)
+    check_point, check_tangent = jax.jit(m.check_point), jax.jit(m.check_tangent)
+    np.testing.assert_array_equal(check_point(x), x)
+    np.testing.assert_array_equal(check_tangent(x, u), u)
+    off = x + 0.5  # off the curved manifolds (and not tangent to them)
+    if not bool(m.is_point(off)):
+        with pytest.raises(Exception, match="x is not a point of"):
+            jax.block_until_ready(check_point(off))
+    if not bool(m.is_tangent(x, u + off)):
+        with pytest.raises(Exception, match="u is not a tangent vector of"):
+            jax.block_until_ready(check_tangent(x, u + off))
+    with pytest.raises(ValueError, match=r"x must have the shape"):
+        m.check_point(jnp.zeros((*m.shape, 1)))
