@@ -28,6 +28,7 @@ from .so3 import (
 from .spd import SPD, SPDLogEuclidean
 from .sphere import Sphere
 from .torus import FlatTorus
+from .wrapped_normal import WrappedNormal, log_expmap_jacobian, tangent_basis
 
 __all__ = [
     "AbstractCompactManifold",
@@ -44,8 +45,11 @@ __all__ = [
     "SPD",
     "SPDLogEuclidean",
     "Sphere",
+    "WrappedNormal",
     "axis_angle_to_matrix",
+    "log_expmap_jacobian",
     "matrix_to_axis_angle",
     "matrix_to_quaternion",
     "quaternion_to_matrix",
+    "tangent_basis",
 ]
