@@ -97,6 +97,23 @@ def sampler(
     raise TypeError(f"{what}, got {type(value).__name__}.")
 
 
+def float_array(name: str, a: ArrayLike, shape: tuple[int, ...], what: str) -> Array:
+    """`a` as a floating array of `shape` (integers are cast); else a `ValueError`.
+
+    The message names `name`, says what it must be (`what`, e.g. "a rotation
+    matrix"), the shape expected and the shape received.
+    """
+    a = jnp.asarray(a)
+    if a.shape != tuple(shape):
+        raise ValueError(
+            f"{name} must be {what}, of shape {tuple(shape)}, got shape {a.shape}; "
+            "one sample per call (batch with jax.vmap)."
+        )
+    if not jnp.issubdtype(a.dtype, jnp.floating):
+        a = a.astype(jnp.result_type(float))
+    return a
+
+
 def scalar_time(t: Float[ArrayLike, ""], name: str = "t") -> Float[Array, ""]:
     """`t` as a scalar floating array; a batch of times is an error (vmap instead)."""
     t = jnp.asarray(t)

@@ -147,13 +147,7 @@ class AbstractManifold(eqx.Module):
         )
 
     def _shaped(self, name: str, a: Float[ArrayLike, "*shape"]) -> Array:
-        a = jnp.asarray(a)
-        if a.shape != self.shape:
-            raise ValueError(
-                f"{name} must have the shape {self.shape} of a point of {self!r}, "
-                f"got {a.shape}."
-            )
-        return a
+        return _checks.float_array(name, a, self.shape, f"an array of {self!r}")
 
 
 class AbstractCompactManifold(AbstractManifold):

@@ -42,7 +42,7 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
-from .. import registry
+from .. import _checks, registry
 from ._base import AbstractManifold, Point, Scalar, Tangent, safe_norm, safe_sqrt
 
 __all__ = ["Hyperbolic"]
@@ -224,18 +224,11 @@ class Hyperbolic(AbstractManifold):
         The ball's metric is $\frac{4\,|dp|^2}{(1 - |p|^2)^2}$ and its distance
         $\operatorname{arccosh}\big(1 + \frac{2|p - q|^2}{(1 - |p|^2)(1 - |q|^2)}\big)$.
         """
-        x = jnp.asarray(x)
-        _check_shape("x", x, self.shape, "a point of the hyperboloid")
+        x = _checks.float_array("x", x, self.shape, "a point of the hyperboloid")
         return x[1:] / (1 + x[0])
 
     def from_poincare(self, p: Float[ArrayLike, " d"]) -> Point:
         r"""The hyperboloid point $(1 + |p|^2, 2p) / (1 - |p|^2)$ of $|p| < 1$."""
-        p = jnp.asarray(p)
-        _check_shape("p", p, (self.dim,), "a point of the Poincaré ball")
+        p = _checks.float_array("p", p, (self.dim,), "a point of the Poincaré ball")
         xs = 2 * p / (1 - jnp.sum(p * p))
         return self.projx(jnp.concatenate([jnp.zeros_like(p[:1]), xs]))
-
-
-def _check_shape(name: str, a: Array, shape: tuple[int, ...], what: str) -> None:
-    if a.shape != shape:
-        raise ValueError(f"{name} must be {what}, of shape {shape}, got {a.shape}.")

@@ -62,19 +62,6 @@ Matrix = Float[Array, "3 3"]
 _SMALL = 1e-4  # squared half angle (or tan of it) below which Taylor series are used
 
 
-def _as_float(name: str, a, shape: tuple[int, ...], what: str) -> Array:
-    """`a` as a floating array of `shape`, or a `ValueError` naming `name`."""
-    a = jnp.asarray(a)
-    if a.shape != shape:
-        raise ValueError(
-            f"{name} must be {what}, of shape {shape}, got shape {a.shape}; batch "
-            "with jax.vmap."
-        )
-    if not jnp.issubdtype(a.dtype, jnp.floating):
-        a = a.astype(jnp.result_type(float))
-    return a
-
-
 def _hat(omega: Float[Array, "3"]) -> Matrix:
     r"""The skew-symmetric $\hat\omega$ with $\hat\omega v = \omega \times v$."""
     x, y, z = omega[0], omega[1], omega[2]
@@ -169,7 +156,7 @@ def axis_angle_to_matrix(omega: Float[ArrayLike, "3"]) -> Matrix:
         >>> [[round(v, 4) + 0.0 for v in row] for row in r.tolist()]  # x -> y
         [[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]
     """
-    return _exp(_as_float("omega", omega, (3,), "a rotation vector"))
+    return _exp(_checks.float_array("omega", omega, (3,), "a rotation vector"))
 
 
 def matrix_to_axis_angle(r: Float[ArrayLike, "3 3"]) -> Float[Array, "3"]:
@@ -192,7 +179,7 @@ def matrix_to_axis_angle(r: Float[ArrayLike, "3 3"]) -> Float[Array, "3"]:
         >>> [round(v, 4) for v in omega.tolist()]  # pi about the y axis
         [0.0, 3.1416, 0.0]
     """
-    return _log(_as_float("r", r, (3, 3), "a rotation matrix"))
+    return _log(_checks.float_array("r", r, (3, 3), "a rotation matrix"))
 
 
 def quaternion_to_matrix(q: Float[ArrayLike, "4"]) -> Matrix:
@@ -216,7 +203,7 @@ def quaternion_to_matrix(q: Float[ArrayLike, "4"]) -> Matrix:
         >>> [round(v, 4) + 0.0 for v in r[:, 0].tolist()]  # x -> y
         [0.0, 1.0, 0.0]
     """
-    return _rotation_of(_as_float("q", q, (4,), "a quaternion (w, x, y, z)"))
+    return _rotation_of(_checks.float_array("q", q, (4,), "a quaternion (w, x, y, z)"))
 
 
 def matrix_to_quaternion(r: Float[ArrayLike, "3 3"]) -> Float[Array, "4"]:
@@ -239,7 +226,7 @@ def matrix_to_quaternion(r: Float[ArrayLike, "3 3"]) -> Float[Array, "4"]:
         >>> q.tolist()
         [1.0, 0.0, 0.0, 0.0]
     """
-    return _unit_quaternion(_as_float("r", r, (3, 3), "a rotation matrix"))
+    return _unit_quaternion(_checks.float_array("r", r, (3, 3), "a rotation matrix"))
 
 
 def _polish(y: Matrix) -> Matrix:
@@ -377,18 +364,18 @@ class SO3(AbstractCompactManifold):
         return (3, 3)
 
     def expmap(self, x: Point, u: Tangent) -> Point:
-        x = _as_float("x", x, self.shape, "a rotation matrix")
-        u = _as_float("u", u, self.shape, "a tangent vector")
+        x = _checks.float_array("x", x, self.shape, "a rotation matrix")
+        u = _checks.float_array("u", u, self.shape, "a tangent vector")
         return _expmap(x, u)
 
     def logmap(self, x: Point, y: Point) -> Tangent:
-        x = _as_float("x", x, self.shape, "a rotation matrix")
-        y = _as_float("y", y, self.shape, "a rotation matrix")
+        x = _checks.float_array("x", x, self.shape, "a rotation matrix")
+        y = _checks.float_array("y", y, self.shape, "a rotation matrix")
         return _logmap(x, y)
 
     def dist(self, x: Point, y: Point) -> Scalar:
-        x = _as_float("x", x, self.shape, "a rotation matrix")
-        y = _as_float("y", y, self.shape, "a rotation matrix")
+        x = _checks.float_array("x", x, self.shape, "a rotation matrix")
+        y = _checks.float_array("y", y, self.shape, "a rotation matrix")
         return _dist(x, y)
 
     def projx(self, x) -> Point:
@@ -399,11 +386,11 @@ class SO3(AbstractCompactManifold):
         instead of differentiating the SVD, so it is finite at rotations (where the
         singular values repeat); it is zero where the nearest rotation is not unique.
         """
-        return _projx(_as_float("x", x, self.shape, "a 3x3 matrix"))
+        return _projx(_checks.float_array("x", x, self.shape, "a 3x3 matrix"))
 
     def proju(self, x: Point, u) -> Tangent:
-        x = _as_float("x", x, self.shape, "a rotation matrix")
-        u = _as_float("u", u, self.shape, "a 3x3 matrix")
+        x = _checks.float_array("x", x, self.shape, "a rotation matrix")
+        u = _checks.float_array("u", u, self.shape, "a 3x3 matrix")
         return _proju(x, u)
 
     def inner(self, x: Point, u: Tangent, v: Tangent) -> Scalar:

@@ -122,16 +122,7 @@ class _AbstractSPD(AbstractManifold):
 
     def _matrix(self, name: str, a) -> Matrix:
         """`a` as a floating-point array of shape `(n, n)`, or a `ValueError`."""
-        a = jnp.asarray(a)
-        if a.shape != self.shape:
-            raise ValueError(
-                f"{name} must be a matrix of shape {self.shape} for "
-                f"{type(self).__name__}({self.n}), got shape {a.shape}; the methods "
-                "take one point (batch with jax.vmap)."
-            )
-        if not jnp.issubdtype(a.dtype, jnp.floating):
-            a = a.astype(jnp.result_type(float))
-        return a
+        return _checks.float_array(name, a, self.shape, f"a matrix of {self!r}")
 
     def projx(self, x: Float[ArrayLike, "n n"]) -> Point:
         r"""The symmetric part of `x`, eigenvalues lifted to the floor.

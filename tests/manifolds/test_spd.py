@@ -478,9 +478,10 @@ def test_registry_dimensions_and_errors():
             with pytest.raises(ValueError, match="n must be a positive int"):
                 cls(bad)
     m = manifolds.SPD(2)
-    with pytest.raises(ValueError, match=r"u must be a matrix of shape \(2, 2\)"):
+    shape_error = r"u must be a matrix of SPD\(n=2\), of shape \(2, 2\)"
+    with pytest.raises(ValueError, match=shape_error):
         m.expmap(jnp.eye(2), jnp.zeros(2))
-    with pytest.raises(ValueError, match=r"y must be a matrix of shape"):
+    with pytest.raises(ValueError, match=r"y must be a matrix of .*, of shape"):
         m.logmap(jnp.eye(2), jnp.eye(3))
 
 
