@@ -121,13 +121,19 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class SampleConfig:
-    """How the summary samples: solver, fixed steps (None = adaptive) and count."""
+    """How the summary samples: solver, fixed steps (None = adaptive) and count.
+
+    On a manifold `solver` names a manifold solver (`flowlab.registry`, kind
+    `manifold_solver`), and the summary's test NLL scores the first
+    `n_likelihood` held-out points.
+    """
 
     solver: str = "dopri5"
     steps: int | None = None
     n: int = 2_000
     rtol: float = 1e-5
     atol: float = 1e-5
+    n_likelihood: int = 500
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from . import data, losses, models, registry
 from .config import ConfigError, CouplingArgsConfig, TrainConfig, to_dict
 from .training import make_optimizer
 
-__all__ = ["Experiment", "build", "run_keys"]
+__all__ = ["Experiment", "build", "run_keys", "solver_kind"]
 
 
 class Experiment(NamedTuple):
@@ -30,6 +30,8 @@ class Experiment(NamedTuple):
     optimizer: Any
     lr_fn: Any
     coupling: Any
+    manifold: Any = None
+    """The manifold of the data (`None` for Euclidean data), from `data.target`."""
 
 
 def _named(key: str, fn, *args, **kwargs):
@@ -55,11 +57,7 @@ def _check_values(config: TrainConfig) -> None:
         raise ConfigError("data.n_train must be >= 0 and data.n_test >= 2.")
     if config.sample.n < 1:
         raise ConfigError(f"sample.n must be >= 1, got {config.sample.n}.")
-    for key, kind in (
-        ("precision", "precision"),
-        ("on_nonfinite", "nonfinite"),
-        ("sample.solver", "ode_solver"),
-    ):
+    for key, kind in (("precision", "precision"), ("on_nonfinite", "nonfinite")):
         value = config
         for part in key.split("."):
             value = getattr(value, part)
@@ -79,8 +77,17 @@ def _check_values(config: TrainConfig) -> None:
         )
 
 
-def _coupling(config: TrainConfig):
-    """The coupling `config.coupling` with `coupling_args`; errors name the key."""
+def solver_kind(manifold) -> str:
+    """The registry kind of `sample.solver`: manifold solvers on a manifold."""
+    return "ode_solver" if manifold is None else "manifold_solver"
+
+
+def _coupling(config: TrainConfig, manifold):
+    """The coupling `config.coupling` with `coupling_args`; errors name the key.
+
+    On a manifold the coupling's cost is the squared geodesic distance (the
+    coupling's `manifold=` argument), for the couplings that take a cost.
+    """
     name = config.coupling
     args = {k: v for k, v in to_dict(config.coupling_args).items() if v is not None}
     _named("coupling", registry.lookup, "coupling", name)  # an unknown name
@@ -95,15 +102,44 @@ def _coupling(config: TrainConfig):
                 f"{hint or '; it takes no coupling_args'}."
             )
         _named(f"coupling_args.{key}", registry.build, "coupling", name, **{key: value})
+    if manifold is not None:
+        args.update(registry.accepted("coupling", name, {"manifold": manifold}))
     return _named("coupling_args", registry.build, "coupling", name, **args)
+
+
+def _manifold_of(target: data.AbstractSampler):
+    """The manifold the target's points lie on, or `None` for Euclidean data."""
+    if isinstance(target, data.AbstractManifoldSampler):
+        return target.manifold
+    return None
+
+
+def _check_source(source, manifold) -> None:
+    """A few source points must lie on the target's manifold (before training)."""
+    if manifold is None:
+        return
+    x = source.sample(jax.random.key(0), 4)
+    try:
+        manifold.check_points("data.source", x)
+    except ValueError as err:
+        raise ConfigError(
+            f"{err} data.target lies on {manifold!r}: use a source on it, such as "
+            "data.source = 'uniform'."
+        ) from err
 
 
 def build(config: TrainConfig) -> Experiment:
     """Build and validate every part of a run (no files are touched)."""
     _check_values(config)
     target = _named("data.target", registry.build, "data", config.data.target)
+    manifold = _manifold_of(target)
+    _named(
+        "sample.solver", registry.lookup, solver_kind(manifold), config.sample.solver
+    )
     source_kwargs = registry.accepted(
-        "data", config.data.source, {"dim": target.event_shape[0]}
+        "data",
+        config.data.source,
+        {"dim": target.event_shape[0], "manifold": manifold},
     )
     source = _named(
         "data.source", registry.build, "data", config.data.source, **source_kwargs
@@ -113,6 +149,7 @@ def build(config: TrainConfig) -> Experiment:
             f"data.source draws shape {source.event_shape} but data.target "
             f"{target.event_shape}."
         )
+    _check_source(source, manifold)
     p = config.path
     _named("path.schedule", registry.lookup, "schedule", p.schedule)
     settings = registry.accepted("schedule", p.schedule, to_dict(p))
@@ -130,8 +167,15 @@ def build(config: TrainConfig) -> Experiment:
         registry.build,
         "path",
         p.name,
-        **registry.accepted("path", p.name, {"schedule": schedule}),
+        **registry.accepted(
+            "path", p.name, {"schedule": schedule, "manifold": manifold}
+        ),
     )
+    if manifold is not None and getattr(path, "manifold", None) != manifold:
+        raise ConfigError(
+            f"path.name: data.target lies on {manifold!r}, so the path must run on "
+            f"it: path.name = 'geodesic' (got {p.name!r})."
+        )
     loss = _named(
         "prediction",
         losses.FlowMatchingLoss,
@@ -145,8 +189,20 @@ def build(config: TrainConfig) -> Experiment:
     settings.pop("name", None)
     module = _named("model.name", registry.build, "model", m.name, **settings)
     init_key = jax.random.fold_in(jax.random.key(config.seed), 1)
-    example = jnp.zeros(target.event_shape)
-    model_fn, params_ = _named("model", models.init_model, module, init_key, example)
+    if manifold is None:
+        example = jnp.zeros(target.event_shape)
+        model_fn, params_ = _named(
+            "model", models.init_model, module, init_key, example
+        )
+    else:  # the network's output projected on the tangent space
+        model_fn, params_ = _named(
+            "model",
+            models.init_tangent_model,
+            module,
+            manifold,
+            init_key,
+            manifold.origin(),
+        )
     o = config.optim
     optimizer, lr_fn = _named(
         "optim",
@@ -159,9 +215,18 @@ def build(config: TrainConfig) -> Experiment:
         warmup_steps=o.warmup_steps,
         grad_clip=o.grad_clip,
     )
-    coupling = _coupling(config)
+    coupling = _coupling(config, manifold)
     return Experiment(
-        config, source, target, loss, model_fn, params_, optimizer, lr_fn, coupling
+        config,
+        source,
+        target,
+        loss,
+        model_fn,
+        params_,
+        optimizer,
+        lr_fn,
+        coupling,
+        manifold,
     )
 
 

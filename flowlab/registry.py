@@ -28,6 +28,7 @@ registry.register("coupling", "my_ot", my_ot_factory)
 | `schedule` | an affine path's schedule (`flowlab.schedules`) |
 | `time_sampler` | a sampler of training times (`flowlab.time_samplers`) |
 | `ode_solver`, `sde_solver` | a diffrax solver (`flowlab.sampling`) |
+| `manifold_solver` | a diffrax solver that steps on a manifold (`flowlab.sampling`) |
 | `optimizer`, `lr_schedule` | optax pieces (`flowlab.training.make_optimizer`) |
 | `nonfinite` | what training does on a non-finite loss (`flowlab.training`) |
 | `unconverged` | what an entropic coupling does when Sinkhorn has not converged |
@@ -68,6 +69,7 @@ KINDS: Mapping[str, str] = types.MappingProxyType(
         "time_sampler": "time sampler",
         "ode_solver": "ODE solver",
         "sde_solver": "SDE solver",
+        "manifold_solver": "manifold solver",
         "optimizer": "optimizer",
         "lr_schedule": "lr schedule",
         "nonfinite": "non-finite policy",
@@ -91,6 +93,7 @@ _PROVIDERS: Mapping[str, str] = types.MappingProxyType(
         "time_sampler": "flowlab.time_samplers",
         "ode_solver": "flowlab.sampling",
         "sde_solver": "flowlab.sampling",
+        "manifold_solver": "flowlab.sampling",
         "optimizer": "flowlab.training",
         "lr_schedule": "flowlab.training",
         "nonfinite": "flowlab.training",

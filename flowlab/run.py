@@ -24,9 +24,9 @@ from typing import Any
 import jax
 import numpy as np
 
-from . import data, metrics, registry
+from . import _manifold_run, data, metrics, registry
 from .config import ConfigError, TrainConfig, dump_toml, load_config, to_dict
-from .experiment import Experiment, build, run_keys
+from .experiment import Experiment, build, run_keys, solver_kind
 from .sampling import sample_ode
 from .training import (
     Callback,
@@ -90,6 +90,7 @@ def _draw(
         rtol=s.rtol,
         atol=s.atol,
         save_trajectory=trajectory,
+        manifold=exp.manifold,
     )
 
 
@@ -138,13 +139,17 @@ def _evaluate(exp: Experiment, params, log_fn: LogFn | None = None) -> dict[str,
     report = _reporter(log_fn)
     s = exp.config.sample
     keys = run_keys(exp.config)
-    test = exp.target.sample(keys["test"], exp.config.data.n_test)
+    test = exp.target.held_out(keys["test"], exp.config.data.n_test)
     n = exp.config.data.n_test
     report(f"sampling {n:,} points with {_solver_text(s.solver, s.steps)} ...")
     t0 = time.perf_counter()
     out = _draw(exp, params, keys["sample"], n)
     jax.block_until_ready(out.x)
     sample_time = time.perf_counter() - t0
+    if exp.manifold is not None:
+        return _manifold_run.evaluate(
+            exp, params, test, out, sample_time, _velocity(exp), report
+        )
     if report is not _silent:  # the estimate costs a few percent of W2's time
         about = _about(_w2_seconds(out.x, test))
         report(f"computing W2 and MMD on {n:,} x {n:,} points ({about}) ...")
@@ -167,8 +172,15 @@ def _plot(exp: Experiment, params, path: Path, log_fn: LogFn | None = None) -> N
     keys = run_keys(exp.config)
     n = min(exp.config.data.n_test, 2000)
     _reporter(log_fn)(f"plotting {path.name}: {n:,} samples with trajectories ...")
-    test = np.asarray(exp.target.sample(keys["test"], n))
+    test = exp.target.held_out(keys["test"], n)[:n]
     out = _draw(exp, params, keys["sample"], n, trajectory=41)
+    if exp.manifold is not None:
+        tmp = path.with_name(f".{path.stem}.tmp.png")
+        title = f"samples ({exp.config.sample.solver}) and trajectories"
+        _manifold_run.plot(exp, test, out, tmp, title)
+        os.replace(tmp, path)
+        return
+    test = np.asarray(test)
     x, traj = np.asarray(out.x), np.asarray(out.trajectory)
     fig, axes = plt.subplots(1, 2, figsize=(10, 5), sharex=True, sharey=True)
     axes[0].scatter(test[:, 0], test[:, 1], s=2, alpha=0.5, color="tab:blue")
@@ -473,13 +485,14 @@ def sample_run(
     """
     if n < 1:
         raise ConfigError(f"--n must be >= 1, got {n}.")
-    if solver is not None and solver not in registry.table("ode_solver"):
-        raise ConfigError(
-            f"--solver {solver!r} is not one of {list(registry.names('ode_solver'))}."
-        )
     if steps is not None and steps < 1:
         raise ConfigError(f"--steps must be >= 1, got {steps}.")
     exp, state = load_run(run_dir, strict=strict, log_fn=log_fn)
+    kind = solver_kind(exp.manifold)
+    if solver is not None and solver not in registry.table(kind):
+        raise ConfigError(
+            f"--solver {solver!r} is not one of {list(registry.names(kind))}."
+        )
     s = exp.config.sample
     how = _solver_text(solver or s.solver, steps if steps is not None else s.steps)
     _reporter(log_fn)(

@@ -4,7 +4,10 @@ A coupling is `coupling(key, x0, x1) -> (x0, x1)`, a re-pairing of a minibatch t
 runs inside `jit`. `x0` and `x1` are arrays `(n, ...)` or pytrees whose leaves share
 the batch axis, e.g. `x1 = (points, cond)` with `cond` possibly `None`: rows move
 together, and the cost reads the first leaf, flattened per row, through an ott-jax
-`CostFn` (squared Euclidean by default).
+`CostFn` (squared Euclidean by default). For points on a manifold every cost
+coupling takes `manifold=`, short for `cost_fn=GeodesicCost(manifold)`, the squared
+geodesic distance: `exact_ot(manifold=manifolds.Sphere(2))`, `sinkhorn(0.05,
+manifold=manifolds.SO3())`, `get("conditional", base="exact_ot", manifold=...)`.
 
 | factory | plan | marginals |
 | :--- | :--- | :--- |
@@ -75,6 +78,7 @@ __all__ = [
     "ExactOT",
     "ExactOTFallback",
     "FunctionCoupling",
+    "GeodesicCost",
     "Independent",
     "IndependentFallback",
     "Inpainting",
@@ -116,6 +120,11 @@ def get(name: str, **kwargs: Any) -> AbstractCoupling:
 
 
 def __getattr__(name: str):
+    if name == "GeodesicCost":  # an ott-jax CostFn: imports ott-jax on first use
+        from ._geodesic import GeodesicCost
+
+        globals()[name] = GeodesicCost
+        return GeodesicCost
     if name == "conditioned_field":
         raise AttributeError(
             "conditioned_field moved to the sampling side: use "

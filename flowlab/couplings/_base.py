@@ -2,7 +2,7 @@
 
 import abc
 from collections.abc import Callable
-from typing import Any, ClassVar, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 import equinox as eqx
 import jax
@@ -10,6 +10,9 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, Int, PRNGKeyArray, PyTree
 
 from .. import _lazy, registry
+
+if TYPE_CHECKING:
+    from ..manifolds import AbstractManifold
 
 # ott-jax is imported when a cost is first computed (flowlab._lazy).
 costs = _lazy.module("ott.geometry.costs")
@@ -25,6 +28,7 @@ __all__ = [
     "Matching",
     "as_coupling",
     "batch_size",
+    "ground_cost",
     "independent",
     "points",
     "take_rows",
@@ -103,6 +107,28 @@ def take_rows(tree: PyTree, rows: Int[Array, " k"] | None) -> PyTree:
     return jax.tree_util.tree_map(lambda leaf: jnp.take(leaf, rows, axis=0), tree)
 
 
+def ground_cost(
+    cost_fn: "costs.CostFn | None", manifold: "AbstractManifold | str | None"
+) -> "costs.CostFn":
+    r"""The ground cost a factory's `cost_fn=` and `manifold=` ask for.
+
+    Neither: `costs.SqEuclidean()`, $\|x - y\|^2$. `manifold=M` (a manifold, or its
+    name in `flowlab.registry`, kind `manifold`, built with its defaults):
+    `GeodesicCost(M)`, $d_M(x, y)^2$. Both at once is an error.
+    """
+    if manifold is None:
+        return costs.SqEuclidean() if cost_fn is None else cost_fn
+    if cost_fn is not None:
+        raise ValueError(
+            "pass cost_fn or manifold, not both: manifold=M is short for "
+            f"cost_fn=couplings.GeodesicCost(M), got cost_fn={cost_fn!r} and "
+            f"manifold={manifold!r}."
+        )
+    from ._geodesic import GeodesicCost  # imports ott-jax
+
+    return GeodesicCost(registry.resolve("manifold", manifold))
+
+
 class AbstractCoupling(eqx.Module):
     """A re-pairing of a minibatch: `coupling(key, x0, x1) -> (x0, x1)`.
 
@@ -133,7 +159,8 @@ class AbstractCostCoupling(AbstractCoupling):
     r"""A coupling computed from the cost matrix $C_{ij} = c(x_0^i, x_1^j)$.
 
     The cost reads the first leaf of `x0` and of `x1`, flattened per row, through an
-    ott-jax `CostFn` (`costs.SqEuclidean()` unless given). Subclasses implement
+    ott-jax `CostFn` (`costs.SqEuclidean()` unless given; `GeodesicCost(manifold)`
+    for points on a manifold). Subclasses implement
     `pair`, from the cost matrix to row indices; `+inf` entries are forbidden pairs
     (the conditional coupling relies on this).
     """

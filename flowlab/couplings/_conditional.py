@@ -1,7 +1,7 @@
 r"""Conditional couplings: never across labels, trading off a continuous condition."""
 
 from collections.abc import Callable
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import equinox as eqx
 import jax.numpy as jnp
@@ -16,6 +16,9 @@ from ._base import (
     take_rows,
 )
 from ._exact import ExactOT
+
+if TYPE_CHECKING:
+    from ..manifolds import AbstractManifold
 
 __all__ = ["Conditional", "conditional", "default_condition"]
 
@@ -65,6 +68,10 @@ class Conditional(AbstractCoupling):
     a label, a floating one a continuous condition. When `x0` has none (e.g. noise
     drawn independently of the condition), row `k` of `x0` takes the condition of
     row `k` of `x1`, a uniformly random assignment of conditions to source draws.
+
+    On a manifold the base carries the geometry (e.g. `exact_ot(manifold=M)`:
+    $C_{ij} = d(x_0^i, x_1^j)^2$); the continuous condition's term stays
+    Euclidean in the condition's own coordinates.
 
     Requirement: a base that pairs every row once (exact OT, stable matching,
     `hard` Sinkhorn, balanced Sinkhorn) needs every label as often in `x0` as in
@@ -195,7 +202,21 @@ def _conditional_by_name(
     weight: float = 1.0,
     label_fn: ConditionFn | None = None,
     cond_fn: ConditionFn | None = None,
+    manifold: "AbstractManifold | str | None" = None,
 ) -> Conditional:
-    """`conditional` with its base given by name (configs, the command line)."""
+    """`conditional` with its base given by name (configs, the command line).
+
+    `manifold` is passed to the base's factory (`get("conditional",
+    base="exact_ot", manifold=manifolds.Sphere(2))`), so it needs a base given
+    by name; a base object is built with its own `manifold=` instead.
+    """
+    if manifold is not None:
+        if not isinstance(base, str):
+            raise ValueError(
+                "manifold= is passed to a base given by name, e.g. "
+                "base='exact_ot'; for a base object build it with the manifold, "
+                f"e.g. exact_ot(manifold=...), got base={base!r}."
+            )
+        base = registry.build("coupling", base, manifold=manifold)
     base = registry.resolve("coupling", base)
     return conditional(base, weight=weight, label_fn=label_fn, cond_fn=cond_fn)

@@ -17,6 +17,11 @@ the condition to the rows of `x1`: `cond` becomes $c$, or `(c, cond)` when the b
 already had one. `start` builds `x0` and the condition the same way from an
 observation, for sampling; `flowlab.sampling.conditioned_field` carries the per-row
 condition through `flowlab.sample_ode`.
+
+These constructions are Euclidean (masking, adding noise, `pool_upsample`'s
+averaging): on a curved manifold they would build an `x0` off it, so they take no
+cost and no `manifold=`. For points on a manifold use a cost coupling with
+`manifold=` (`exact_ot(manifold=...)`), which only permutes rows.
 """
 
 import abc

@@ -1,5 +1,7 @@
 r"""Entropic couplings through ott-jax: Sinkhorn, unbalanced and partial plans."""
 
+from typing import TYPE_CHECKING
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -9,12 +11,15 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray, PyTree
 
 from .. import _lazy, registry
 from .._checks import is_number as _number
-from ._base import AbstractCostCoupling, Matching, costs
+from ._base import AbstractCostCoupling, Matching, costs, ground_cost
 from ._convergence import (
     AbstractUnconvergedPolicy,
     RaiseUnconverged,
     as_unconverged_policy,
 )
+
+if TYPE_CHECKING:
+    from ..manifolds import AbstractManifold
 
 geometry = _lazy.module("ott.geometry.geometry")
 unbalanced_functions = _lazy.module("ott.math.unbalanced_functions")
@@ -65,7 +70,11 @@ class EntropicOT(AbstractCostCoupling):
 
     Attributes:
         epsilon: entropic regularisation $\varepsilon > 0$, in cost units
-            (Schrödinger-bridge CFM with noise $\sigma$ uses $2\sigma^2$).
+            (Schrödinger-bridge CFM with noise $\sigma$ uses $2\sigma^2$). It is
+            absolute, never rescaled by the costs, so with `GeodesicCost` it is in
+            squared geodesic units; there $2\sigma^2$ is the Brownian bridge's
+            value only to leading order in $\sigma$ (Varadhan: $-2t \log
+            p_t(x, y) \to d(x, y)^2$ as $t \to 0$), exact only on $\mathbb{R}^d$.
         cost_fn: the ground cost, an ott-jax `CostFn`.
         tau_a, tau_b: marginal relaxations in $(0, 1]$; 1 is balanced.
         mass: the transported mass $s \in (0, 1]$; below 1 the plan is partial.
@@ -242,9 +251,9 @@ def _draw(u: Float[Array, "*k"], logits: Float[Array, "*k m"]) -> Int[Array, "*k
     return jnp.minimum(index, m - 1).astype(jnp.int32)
 
 
-def _kw(cost_fn, threshold, max_iterations, on_unconverged):
+def _kw(cost_fn, manifold, threshold, max_iterations, on_unconverged):
     return dict(
-        cost_fn=costs.SqEuclidean() if cost_fn is None else cost_fn,
+        cost_fn=ground_cost(cost_fn, manifold),
         threshold=threshold,
         max_iterations=max_iterations,
         on_unconverged=on_unconverged,
@@ -256,6 +265,7 @@ def sinkhorn(
     epsilon: float = 0.05,
     *,
     cost_fn: "costs.CostFn | None" = None,
+    manifold: "AbstractManifold | str | None" = None,
     hard: bool = False,
     threshold: float = 1e-3,
     max_iterations: int = 2000,
@@ -266,6 +276,10 @@ def sinkhorn(
     Args:
         epsilon: regularisation in cost units (torchcfm's default `reg` is 0.05).
         cost_fn: an ott-jax `CostFn`; `None` for squared Euclidean.
+        manifold: points on a manifold (a `flowlab.manifolds` manifold or its
+            registry name): the cost is `GeodesicCost(manifold)`, $d(x, y)^2$,
+            and `epsilon` is in its units (squared radians on the unit sphere
+            and SO(3)). Give `cost_fn` or `manifold`, not both.
         hard: draw a permutation from the plan instead of pairs with replacement.
         threshold: Sinkhorn's tolerance on the marginal error.
         max_iterations: Sinkhorn's iteration cap.
@@ -284,7 +298,7 @@ def sinkhorn(
         >>> sb = fl.couplings.sinkhorn(2 * 0.5**2, on_unconverged="independent")
         >>> x0, x1, stats = jax.jit(sb.couple)(jax.random.key(1), x0, x1)
     """
-    kw = _kw(cost_fn, threshold, max_iterations, on_unconverged)
+    kw = _kw(cost_fn, manifold, threshold, max_iterations, on_unconverged)
     return EntropicOT(epsilon, hard=hard, **kw)
 
 
@@ -295,6 +309,7 @@ def unbalanced(
     tau_b: float = 0.99,
     *,
     cost_fn: "costs.CostFn | None" = None,
+    manifold: "AbstractManifold | str | None" = None,
     threshold: float = 1e-3,
     max_iterations: int = 2000,
     on_unconverged: str | AbstractUnconvergedPolicy = "raise",
@@ -310,13 +325,14 @@ def unbalanced(
         tau_a: the relaxation of the `x0` marginal (1: fixed).
         tau_b: the relaxation of the `x1` marginal.
         cost_fn: as `sinkhorn`.
+        manifold: as `sinkhorn`.
         threshold: as `sinkhorn`.
         max_iterations: as `sinkhorn`.
         on_unconverged: as `sinkhorn`, except `"exact_ot"`, which needs a balanced
             plan. Convergence is checked on the optimality conditions of the
             relaxed marginals (`EntropicOT.marginal_error`).
     """
-    kw = _kw(cost_fn, threshold, max_iterations, on_unconverged)
+    kw = _kw(cost_fn, manifold, threshold, max_iterations, on_unconverged)
     return EntropicOT(epsilon, tau_a=tau_a, tau_b=tau_b, **kw)
 
 
@@ -326,6 +342,7 @@ def partial(
     epsilon: float = 0.05,
     *,
     cost_fn: "costs.CostFn | None" = None,
+    manifold: "AbstractManifold | str | None" = None,
     threshold: float = 1e-3,
     max_iterations: int = 2000,
     on_unconverged: str | AbstractUnconvergedPolicy = "raise",
@@ -341,11 +358,12 @@ def partial(
         mass: the transported fraction $s \in (0, 1]$.
         epsilon: as `sinkhorn`.
         cost_fn: as `sinkhorn`.
+        manifold: as `sinkhorn`.
         threshold: as `sinkhorn`.
         max_iterations: as `sinkhorn`.
         on_unconverged: as `sinkhorn`, except `"exact_ot"`, which needs a balanced
             plan. Convergence is checked on the marginals of the problem with the
             dummy row and column (`EntropicOT.marginal_error`).
     """
-    kw = _kw(cost_fn, threshold, max_iterations, on_unconverged)
+    kw = _kw(cost_fn, manifold, threshold, max_iterations, on_unconverged)
     return EntropicOT(epsilon, mass=mass, **kw)

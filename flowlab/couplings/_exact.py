@@ -1,11 +1,16 @@
 r"""Exact minibatch optimal transport: the optimal permutation of a batch (OT-CFM)."""
 
+from typing import TYPE_CHECKING
+
 import equinox as eqx
 from jaxtyping import Array, Float, Int
 
 from .. import registry
 from ._assignment import linear_assignment
-from ._base import AbstractPermutationCoupling, costs
+from ._base import AbstractPermutationCoupling, costs, ground_cost
+
+if TYPE_CHECKING:
+    from ..manifolds import AbstractManifold
 
 __all__ = ["ExactOT", "exact_ot"]
 
@@ -39,17 +44,29 @@ class ExactOT(AbstractPermutationCoupling):
 
 
 @registry.register("coupling", "exact_ot")
-def exact_ot(cost_fn: "costs.CostFn | None" = None) -> ExactOT:
+def exact_ot(
+    cost_fn: "costs.CostFn | None" = None,
+    *,
+    manifold: "AbstractManifold | str | None" = None,
+) -> ExactOT:
     r"""The exact minibatch OT coupling (OT-CFM): an optimal permutation of `x1`.
 
     Args:
         cost_fn: an ott-jax `CostFn`; `None` for `costs.SqEuclidean()`,
             $c(x, y) = \|x - y\|^2$.
+        manifold: points on a manifold (a `flowlab.manifolds` manifold or its
+            registry name): the cost is `GeodesicCost(manifold)`, the squared
+            geodesic distance $d(x, y)^2$, so the plan is the manifold's empirical
+            $W_2$ plan (Riemannian OT-CFM). Give `cost_fn` or `manifold`, not both.
 
     Example:
         >>> import jax, flowlab as fl
         >>> k0, k1 = jax.random.split(jax.random.key(0))
         >>> x0, x1 = jax.random.normal(k0, (64, 2)), jax.random.normal(k1, (64, 2))
         >>> x0, x1 = jax.jit(fl.couplings.exact_ot())(jax.random.key(1), x0, x1)
+        >>> s2 = fl.manifolds.Sphere(2)  # on the sphere, geodesic squared distance
+        >>> y0 = jax.vmap(s2.random_uniform)(jax.random.split(k0, 64))
+        >>> y1 = jax.vmap(s2.random_uniform)(jax.random.split(k1, 64))
+        >>> y0, y1 = fl.couplings.exact_ot(manifold=s2)(jax.random.key(1), y0, y1)
     """
-    return ExactOT(costs.SqEuclidean() if cost_fn is None else cost_fn)
+    return ExactOT(ground_cost(cost_fn, manifold))

@@ -1,6 +1,6 @@
 r"""Stable matching (multisample flow matching's "Stable" coupling): Gale–Shapley."""
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import equinox as eqx
 import jax.numpy as jnp
@@ -8,7 +8,10 @@ from jax import lax
 from jaxtyping import Array, Float, Int
 
 from .. import registry
-from ._base import AbstractPermutationCoupling, costs
+from ._base import AbstractPermutationCoupling, costs, ground_cost
+
+if TYPE_CHECKING:
+    from ..manifolds import AbstractManifold
 
 __all__ = ["StableMatching", "stable_match", "stable_matching"]
 
@@ -91,10 +94,16 @@ class StableMatching(AbstractPermutationCoupling):
 
 
 @registry.register("coupling", "stable_matching")
-def stable_matching(cost_fn: "costs.CostFn | None" = None) -> StableMatching:
+def stable_matching(
+    cost_fn: "costs.CostFn | None" = None,
+    *,
+    manifold: "AbstractManifold | str | None" = None,
+) -> StableMatching:
     """The stable-matching coupling (multisample flow matching, "Stable").
 
     Args:
         cost_fn: an ott-jax `CostFn`; `None` for `costs.SqEuclidean()`.
+        manifold: points on a manifold: the preferences rank the squared
+            geodesic distance, `GeodesicCost(manifold)` (see `exact_ot`).
     """
-    return StableMatching(costs.SqEuclidean() if cost_fn is None else cost_fn)
+    return StableMatching(ground_cost(cost_fn, manifold))

@@ -1,4 +1,4 @@
-"""Sources of samples: 2-D toys and finite data sets, each with `sample(key, n)`."""
+"""Sources of samples, each with `sample(key, n)`: toys, manifold sets, data sets."""
 
 from collections.abc import Callable, Mapping
 
@@ -6,12 +6,27 @@ from .. import registry
 from ._base import AbstractSampler
 from .digits import DIGITS_SHAPE, Digits, load_digits
 from .empirical import Empirical
+from .manifold_sets import (
+    AbstractManifoldSampler,
+    TorusCheckerboard,
+    TorusNormalMixture,
+    VonMisesFisherMixture,
+    WrappedNormalMixture,
+    hyperbolic_source,
+    hyperbolic_target,
+    so3_mixture,
+    torus_mixture,
+    vmf_mixture,
+)
+from .quakes import Quakes, load_quakes
 from .stacked import Stacked
 from .toys import Checkerboard, EightGaussians, Gaussian, Moons, Rings, SCurve, Spirals
+from .uniform import Uniform
 
 __all__ = [
     "DATASETS",
     "DIGITS_SHAPE",
+    "AbstractManifoldSampler",
     "AbstractSampler",
     "Checkerboard",
     "Digits",
@@ -19,12 +34,24 @@ __all__ = [
     "Empirical",
     "Gaussian",
     "Moons",
+    "Quakes",
     "Rings",
     "SCurve",
     "Spirals",
     "Stacked",
+    "Uniform",
+    "TorusCheckerboard",
+    "TorusNormalMixture",
+    "VonMisesFisherMixture",
+    "WrappedNormalMixture",
     "get",
+    "hyperbolic_source",
+    "hyperbolic_target",
     "load_digits",
+    "load_quakes",
+    "so3_mixture",
+    "torus_mixture",
+    "vmf_mixture",
 ]
 
 DATASETS: Mapping[str, Callable[..., AbstractSampler]] = registry.table("data")

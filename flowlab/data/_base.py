@@ -26,6 +26,13 @@ class AbstractSampler(eqx.Module):
     def sample(self, key: PRNGKeyArray, n: int) -> Float[Array, "n *event"]:
         """Draw `n` samples."""
 
+    def held_out(self, key: PRNGKeyArray, n: int) -> Float[Array, "m *event"]:
+        """Points to evaluate on that training never sees: `n` fresh samples.
+
+        A finite data set returns its test split instead (its size, not `n`).
+        """
+        return self.sample(key, n)
+
 
 def check_n(n) -> int:
     """Validate a static sample count."""

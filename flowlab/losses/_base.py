@@ -87,11 +87,13 @@ def squared_error(
     cond: PyTree | None,
     weight_fn: WeightFn | None,
     stacked: bool,
+    error_fn: Callable[[Array, Array, Array], Array] | None = None,
 ) -> tuple[Float[Array, ""], LossAux]:
     """Mean weighted squared error; with `stacked`, summed over axis 1 of target.
 
     The per-sample error is the mean over the event dimensions (per field, then
-    summed over the fields of a stacked target), times `weight_fn(t)`.
+    summed over the fields of a stacked target), or `error_fn(xt, pred, target)`
+    on one sample when given (a path's `squared_error`), times `weight_fn(t)`.
     """
     cond_axis = None if cond is None else 0
     pred = jax.vmap(model_fn, in_axes=(None, 0, 0, cond_axis))(params, t, xt, cond)
@@ -102,8 +104,12 @@ def squared_error(
             f"model output shape {pred.shape[1:]} does not match the target's "
             f"shape {target.shape[1:]} (per sample)."
         )
-    axes = tuple(range(2 if stacked else 1, target.ndim))
-    per_sample = jnp.mean((pred.astype(target.dtype) - target) ** 2, axis=axes)
+    pred = pred.astype(target.dtype)
+    if error_fn is not None and not stacked:
+        per_sample = jax.vmap(error_fn)(xt, pred, target)
+    else:
+        axes = tuple(range(2 if stacked else 1, target.ndim))
+        per_sample = jnp.mean((pred - target) ** 2, axis=axes)
     if stacked:
         per_sample = jnp.sum(per_sample, axis=1)
     if weight_fn is not None:
@@ -179,6 +185,13 @@ class AbstractPairLoss(AbstractSquaredErrorLoss):
     def target(self, ps: PathSample) -> Array:
         """The regression target of one path sample for this loss's prediction."""
         return self.prediction(self.path, ps)
+
+    def regress(self, model_fn, params, t, xt, target, cond=None) -> Regression:
+        """The mean weighted error of the model, in the path's `squared_error`."""
+        return squared_error(
+            model_fn, params, t, xt, target, cond, self.weight_fn, self.stacked,
+            self.path.squared_error,
+        )  # fmt: skip
 
     def marginals(
         self, key: PRNGKeyArray, source: Any, x1: Float[Array, "batch *event"]

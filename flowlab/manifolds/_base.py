@@ -25,6 +25,7 @@ gradients at the points where a naive formula divides by zero (`u = 0`, `y = x`)
 import abc
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Bool, Float, PRNGKeyArray
 
@@ -100,6 +101,31 @@ class AbstractManifold(eqx.Module):
     def origin(self, dtype=float) -> Point:
         """The manifold's reference point, where base distributions are centred."""
 
+    def features(self, x: Point) -> Float[Array, "..."]:
+        r"""What a network reads of the point `x`: its ambient coordinates.
+
+        A manifold whose coordinates are not continuous functions on it (the
+        torus's angles jump at $2\pi$) gives a continuous embedding instead.
+        `flowlab.models.TangentModel` feeds these to the network and pulls the
+        network's output back through their derivative.
+        """
+        return x
+
+    def map2d(self, x: Point) -> Float[Array, "2"]:
+        """Two coordinates to draw the point `x` with (a run's `samples.png`).
+
+        By default the first two ambient coordinates; the sphere gives longitude
+        and latitude (for a map projection, `map_projection`), the torus its two
+        angles (the unrolled square), the hyperbolic plane the Poincaré disk.
+        """
+        return jnp.asarray(x).reshape(-1)[:2]
+
+    map_projection = None
+    """The matplotlib projection `map2d` is drawn in (`None`: a plain plane)."""
+
+    map_labels = ("$x_1$", "$x_2$")
+    """The names of the two `map2d` coordinates."""
+
     def norm(self, x: Point, u: Tangent) -> Scalar:
         r"""$\|u\|_x = \sqrt{\langle u, u\rangle_x}$ (zero gradient at `u = 0`)."""
         return safe_sqrt(self.inner(x, u, u))
@@ -145,6 +171,56 @@ class AbstractManifold(eqx.Module):
             ~self.is_tangent(x, u, atol),
             f"u is not a tangent vector of {self!r} at x (atol {atol}).",
         )
+
+    def check_points(
+        self,
+        name: str,
+        x: Float[ArrayLike, "batch *shape"],
+        *,
+        atol: float = 1e-5,
+        project: bool = False,
+    ) -> Float[Array, "batch *shape"]:
+        r"""A batch of points of the manifold, checked (or projected) for a solve.
+
+        Args:
+            name: the argument's name, for the messages (`"x0"`).
+            x: the batch, `(batch, *shape)`.
+            atol: how far (in ambient coordinates) a point may lie from the
+                manifold.
+            project: return `projx` of every point instead of checking them.
+
+        Returns:
+            `x` (or its projection). A wrong shape is a `ValueError`; so are
+            points off the manifold, with how many and the largest distance
+            $\|\mathrm{projx}(x) - x\|$ in the message. Inside `jit` (a traced
+            `x`) the distance is not known when the message is written: the error
+            (`equinox.error_if`) says that it exceeds `atol`.
+        """
+        x = jnp.asarray(x)
+        if x.ndim != len(self.shape) + 1 or x.shape[1:] != self.shape:
+            raise ValueError(
+                f"{name} must be a batch of points of {self!r}, of shape "
+                f"(batch, {', '.join(map(str, self.shape))}), got {x.shape}."
+            )
+        projected = jax.vmap(self.projx)(x)
+        if project:
+            return projected
+        gaps = jax.vmap(safe_norm)(projected - x)
+        if isinstance(gaps, jax.core.Tracer):
+            return eqx.error_if(
+                x,
+                jnp.any(~(gaps <= atol)),
+                f"{name} has points off {self!r}, farther than atol = {atol} from "
+                "it; pass project=True to project them onto it.",
+            )
+        off = ~(gaps <= atol)
+        if bool(jnp.any(off)):
+            raise ValueError(
+                f"{name}: {int(off.sum())} of {x.shape[0]} points are off {self!r}; "
+                f"the farthest lies {float(jnp.nanmax(gaps)):.3g} from it (atol "
+                f"{atol}). Pass project=True to project them onto it."
+            )
+        return x
 
     def _shaped(self, name: str, a: Float[ArrayLike, "*shape"]) -> Array:
         return _checks.float_array(name, a, self.shape, f"an array of {self!r}")

@@ -218,6 +218,12 @@ class Hyperbolic(AbstractManifold):
         r"""The apex of the hyperboloid, $(1, 0, \dots, 0)$."""
         return jnp.zeros(self.shape, dtype).at[0].set(1)
 
+    map_labels = ("Poincaré disk $z_1$", "Poincaré disk $z_2$")
+
+    def map2d(self, x: Point) -> Float[Array, "2"]:
+        """The first two coordinates of the point in the Poincaré ball."""
+        return self.to_poincare(x)[:2]
+
     def to_poincare(self, x: Point) -> Float[Array, " d"]:
         r"""The Poincaré-ball point $p = x_s / (1 + x_0)$, $|p| < 1$.
 

@@ -396,6 +396,20 @@ class SO3(AbstractCompactManifold):
     def inner(self, x: Point, u: Tangent, v: Tangent) -> Scalar:
         return 0.5 * jnp.sum(u * v)
 
+    map_projection = "mollweide"
+    map_labels = ("longitude of R e_z", "latitude of R e_z")
+
+    def map2d(self, x: Point) -> Float[Array, "2"]:
+        r"""Where the rotation takes the north pole: its last column on a map.
+
+        The longitude and latitude of $R e_z$; a rotation about that axis does not
+        show.
+        """
+        x = jnp.asarray(x)
+        lon = jnp.arctan2(x[1, 2], x[0, 2])
+        lat = jnp.arctan2(x[2, 2], jnp.hypot(x[0, 2], x[1, 2]))
+        return jnp.stack([lon, lat])
+
     def origin(self, dtype=float) -> Point:
         """The identity."""
         return jnp.eye(3, dtype=dtype)

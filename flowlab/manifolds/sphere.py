@@ -19,7 +19,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jax.scipy.special import gammaln
-from jaxtyping import PRNGKeyArray
+from jaxtyping import Array, Float, PRNGKeyArray
 
 from .. import _checks, registry
 from ._base import AbstractCompactManifold, Point, Scalar, Tangent, safe_norm
@@ -72,14 +72,36 @@ class Sphere(AbstractCompactManifold):
         return self.projx(cos * x + sinc * u)
 
     def logmap(self, x: Point, y: Point) -> Tangent:
+        # log_x(y) = (theta / sin theta) proju_x(y - x). Near y = x the factor is
+        # its series in theta^2 = c2 + c2^2/12 + ... (c2 the squared chord), so
+        # that the first and second derivatives in y stay exact there.
         v = self.proju(x, y - x)
+        c2 = jnp.sum((x - y) ** 2)
+        small = c2 < _SMALL
+        sq = c2 + c2 * c2 / 12
         r = safe_norm(v)
-        positive = r > 0
-        scale = jnp.where(positive, self.dist(x, y) / jnp.where(positive, r, 1.0), 1.0)
+        wide = ~small & (r > 0)
+        far = self.dist(x, y) / jnp.where(wide, r, 1.0)
+        near = 1 + sq / 6 + 7 * sq * sq / 360
+        scale = jnp.where(small, near, jnp.where(wide, far, 1.0))
         return scale * v
 
     def dist(self, x: Point, y: Point) -> Scalar:
         return 2 * jnp.arctan2(safe_norm(x - y), safe_norm(x + y))
+
+    map_projection = "mollweide"
+    map_labels = ("longitude", "latitude")
+
+    def map2d(self, x: Point) -> Float[Array, "2"]:
+        r"""Longitude and latitude in radians of the last three coordinates.
+
+        On $S^2$ the point $(\cos\phi\cos\lambda, \cos\phi\sin\lambda,
+        \sin\phi)$ maps to $(\lambda, \phi)$, the north pole to latitude $\pi/2$.
+        """
+        x = jnp.asarray(x)
+        lon = jnp.arctan2(x[-2], x[-3])
+        lat = jnp.arctan2(x[-1], jnp.hypot(x[-3], x[-2]))
+        return jnp.stack([lon, lat])
 
     def projx(self, x) -> Point:
         x = jnp.asarray(x)

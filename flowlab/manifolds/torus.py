@@ -12,7 +12,7 @@ from typing import ClassVar
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import PRNGKeyArray
+from jaxtyping import Array, Float, PRNGKeyArray
 
 from .. import _checks, registry
 from ._base import AbstractCompactManifold, AbstractFlatManifold, Point, Scalar, Tangent
@@ -53,6 +53,12 @@ class FlatTorus(AbstractFlatManifold, AbstractCompactManifold):
     def random_uniform(self, key: PRNGKeyArray, dtype=float) -> Point:
         key = _checks.key(key)
         return jax.random.uniform(key, self.shape, dtype, 0.0, _TWO_PI)
+
+    map_labels = (r"$\theta_1$", r"$\theta_2$")
+
+    def features(self, x: Point) -> Float[Array, " two_dim"]:
+        r"""$(\cos x, \sin x)$: continuous across the seam at $2\pi$."""
+        return jnp.concatenate([jnp.cos(x), jnp.sin(x)])
 
     def log_volume(self) -> Scalar:
         r"""$d \log 2\pi$."""

@@ -12,12 +12,15 @@ import jax.numpy as jnp
 from jaxtyping import Array, PRNGKeyArray, PyTree
 
 from .mlp import ACTIVATIONS, MLP, selu, sinusoidal_embedding
+from .tangent import TangentModel, init_tangent_model
 
 __all__ = [
     "ACTIVATIONS",
     "MLP",
+    "TangentModel",
     "apply_fn",
     "init_model",
+    "init_tangent_model",
     "selu",
     "sinusoidal_embedding",
 ]

@@ -47,6 +47,15 @@ class AbstractPath(eqx.Module):
     def sample(self, key: Key, x0: Point, x1: Point, t: Time) -> PathSample:
         """Draw $x_t$ and its target given one pair `(x0, x1)` and a scalar `t`."""
 
+    def squared_error(
+        self, xt: Float[Array, "*event"], pred: Float[Array, "*event"], target
+    ) -> Float[Array, ""]:
+        """The regression error of one sample: the mean of squares over the event.
+
+        A path on a manifold measures it in the metric at `xt` (`GeodesicPath`).
+        """
+        return jnp.mean((pred - target) ** 2)
+
 
 class AbstractScheduledPath(AbstractPath):
     """A path timed by a schedule (`AffinePath`, `GeodesicPath`), checked when built."""

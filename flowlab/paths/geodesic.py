@@ -11,12 +11,25 @@ the affine path $x_0 + \kappa_t (x_1 - x_0)$.
 import jax
 import jax.numpy as jnp
 
-from .. import _checks
+from .. import _checks, registry
 from ..manifolds import AbstractManifold
 from ..schedules import AbstractSchedule
 from ._base import AbstractScheduledPath, Key, PathSample, Point, Time, check_pair
 
 __all__ = ["GeodesicPath"]
+
+
+def _geodesic(
+    schedule: AbstractSchedule, manifold: AbstractManifold | None = None
+) -> "GeodesicPath":
+    """The `"geodesic"` path of configs: the manifold comes from the data set."""
+    if manifold is None:
+        raise ValueError(
+            "the geodesic path needs data on a manifold (data.target = "
+            "'vmf_mixture', 'quakes', 'torus_mixture', 'so3_mixture', ...); "
+            "Euclidean data takes path.name = 'affine'."
+        )
+    return GeodesicPath(schedule, manifold)
 
 
 class GeodesicPath(AbstractScheduledPath):
@@ -71,3 +84,16 @@ class GeodesicPath(AbstractScheduledPath):
         t = t.astype(jnp.result_type(t, x0))
         xt, ut = jax.jvp(point, (t,), (jnp.ones_like(t),))
         return PathSample(t=t, x0=x0, x1=x1, xt=xt, ut=ut)
+
+    def squared_error(self, xt, pred, target):
+        r"""$\|\mathrm{proju}_{x_t}(\text{pred}) - u_t\|^2_{x_t} / d$ (`manifold.dim`).
+
+        The squared norm in the metric at $x_t$ of the prediction's tangent part
+        against the target, per intrinsic dimension (so that on `Euclidean(d)` it
+        is the affine path's mean squared error).
+        """
+        diff = self.manifold.proju(xt, pred) - target
+        return self.manifold.inner(xt, diff, diff) / self.manifold.dim
+
+
+registry.register("path", "geodesic", _geodesic)

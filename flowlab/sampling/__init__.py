@@ -4,6 +4,13 @@ from ._brownian import AbstractBrownian, BrownianIncrements, BrownianTree
 from ._divergence import AbstractDivergence, ExactDivergence, HutchinsonDivergence
 from .conditioned import conditioned_field
 from .likelihood import log_likelihood, standard_normal_log_prob
+from .manifold_solvers import (
+    AbstractManifoldSolver,
+    GeodesicRK,
+    ProjectedRK,
+    RKTableau,
+    get_manifold_solver,
+)
 from .marginal_sdes import interpolant_sde, reverse_diffusion_sde
 from .ode import ODESolution, sample_ode
 from .prediction import velocity_field
@@ -26,14 +33,19 @@ __all__ = [
     "SDE_SOLVERS",
     "AbstractBrownian",
     "AbstractDivergence",
+    "AbstractManifoldSolver",
     "BrownianIncrements",
     "BrownianTree",
     "ExactDivergence",
+    "GeodesicRK",
     "HutchinsonDivergence",
     "ODESolution",
+    "ProjectedRK",
+    "RKTableau",
     "SDESolution",
     "conditioned_field",
     "evaluations_per_step",
+    "get_manifold_solver",
     "get_ode_solver",
     "get_sde_solver",
     "interpolant_sde",

@@ -10,7 +10,9 @@ from jaxtyping import Array, Float, PyTree
 
 from .. import _checks
 from .._types import VelocityFn
+from ..manifolds import AbstractManifold
 from . import _common
+from .manifold_solvers import AbstractManifoldSolver, get_manifold_solver
 from .solvers import ADAPTIVE, _ode_evaluations, get_ode_solver
 
 __all__ = ["ODESolution", "sample_ode"]
@@ -58,10 +60,16 @@ class _ODETerms(_common.AbstractTerms):
 
 def _controller(solver_name, solver, steps, rtol, atol):
     """Step-size control: constant `steps` steps, or PID control when adaptive."""
-    adaptive = steps is None and (
-        solver_name in ADAPTIVE
-        or (solver_name is None and isinstance(solver, diffrax.AbstractAdaptiveSolver))
-    )
+    if isinstance(solver, AbstractManifoldSolver):
+        adaptive = steps is None and solver.adaptive
+    else:
+        adaptive = steps is None and (
+            solver_name in ADAPTIVE
+            or (
+                solver_name is None
+                and isinstance(solver, diffrax.AbstractAdaptiveSolver)
+            )
+        )
     if adaptive:
         if not (rtol > 0 and atol > 0):
             raise ValueError(f"rtol and atol must be positive, got {rtol}, {atol}.")
@@ -72,6 +80,20 @@ def _controller(solver_name, solver, steps, rtol, atol):
     return diffrax.ConstantStepSize(), _checks.positive_int(
         "steps", steps, "a positive int or None"
     )
+
+
+def _on_manifold(manifold: AbstractManifold, x0, project: bool):
+    """`x0` with its first leaf checked (or projected) as points of `manifold`."""
+    _checks.instance_of(
+        "manifold",
+        manifold,
+        AbstractManifold,
+        "flowlab.manifolds.AbstractManifold",
+        "manifolds.Sphere(2)",
+    )
+    leaves, treedef = jax.tree_util.tree_flatten(x0)
+    first = manifold.check_points("x0", leaves[0], project=project)
+    return treedef.unflatten([first, *leaves[1:]])
 
 
 def sample_ode(
@@ -87,6 +109,8 @@ def sample_ode(
     atol: float = 1e-5,
     save_trajectory: bool | int = False,
     max_steps: int = 16_384,
+    manifold: AbstractManifold | None = None,
+    project: bool = False,
 ) -> ODESolution:
     r"""Integrate $dx/dt = v(t, x, \text{args})$ from `t0` to `t1` for a batch `x0`.
 
@@ -115,6 +139,17 @@ def sample_ode(
             equally spaced times otherwise; an int saves that many equally spaced
             times.
         max_steps: the most steps an adaptive solve may take.
+        manifold: integrate on this `flowlab.manifolds.AbstractManifold`: `x0`
+            (or the first leaf of a pytree `x0`) holds its points, `v` returns
+            tangent vectors (projected on the tangent space if not quite), and
+            every step stays on the manifold. `solver` then names a manifold
+            solver (`flowlab.sampling.manifold_solvers`): `"euler"`,
+            `"midpoint"`, `"rk4"`, `"tsit5"`, `"dopri5"` step along geodesics,
+            `"projected_euler"` and so on project ambient steps back; or pass a
+            `GeodesicRK` / `ProjectedRK`.
+        project: with `manifold`, project the points of `x0` onto it; by
+            default points farther than 1e-5 from it are a `ValueError` that
+            gives the distance.
 
     Returns:
         An `ODESolution` with the final `x`, the optional trajectory and the NFE.
@@ -130,7 +165,11 @@ def sample_ode(
     if t0 == t1:
         raise ValueError(f"t0 and t1 must differ, got t0 = t1 = {t0}.")
     solver_name = solver if isinstance(solver, str) else None
-    solver_obj = get_ode_solver(solver)
+    if manifold is None:
+        solver_obj = get_ode_solver(solver)
+    else:
+        solver_obj = get_manifold_solver(solver, manifold)
+        x0 = _on_manifold(manifold, x0, project)
     controller, n_steps = _controller(solver_name, solver_obj, steps, rtol, atol)
     dt0 = None if n_steps is None else (t1 - t0) / n_steps
     saveat = _common.save_at(

@@ -128,7 +128,13 @@ def evaluations_per_step(solver: diffrax.AbstractSolver) -> tuple[int, int] | No
 
 
 def _ode_evaluations(solver: diffrax.AbstractSolver) -> tuple[int, int]:
-    """`evaluations_per_step`, with Euler's `(1, 0)` and `(-1, 0)` where unknown."""
+    """`evaluations_per_step`, with Euler's `(1, 0)` and `(-1, 0)` where unknown.
+
+    A solver that counts its own (a manifold solver's `evaluations`) says so.
+    """
+    counted = getattr(solver, "evaluations", None)
+    if counted is not None:
+        return counted
     per_step = evaluations_per_step(solver)
     if per_step is None:
         return (1, 0) if isinstance(solver, diffrax.Euler) else (-1, 0)
