@@ -91,8 +91,14 @@ def plot(exp, test, out, path, title: str) -> None:
         for a in (data_xy, x_xy, traj):
             a[..., 0] = (a[..., 0] - lon0 + np.pi) % (2 * np.pi) - np.pi
         xlabel = f"{xlabel} (centred on {np.degrees(lon0):.0f}°)"
+    flat = m.map_projection is None  # then both panels share their axes
     fig, axes = plt.subplots(
-        1, 2, figsize=(12, 4.5), subplot_kw={"projection": m.map_projection}
+        1,
+        2,
+        figsize=(12, 4.5),
+        sharex=flat,
+        sharey=flat,
+        subplot_kw={"projection": m.map_projection},
     )
     axes[0].scatter(data_xy[:, 0], data_xy[:, 1], s=3, alpha=0.6, color="tab:blue")
     axes[0].set_title(f"data: {exp.config.data.target} (held out)")

