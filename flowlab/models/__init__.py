@@ -7,6 +7,7 @@ module whose `__call__(t, x, cond)` acts on one sample into that pair.
 
 from typing import Any
 
+import equinox as eqx
 import flax.linen as nn
 import jax.numpy as jnp
 from jaxtyping import Array, PRNGKeyArray, PyTree
@@ -26,13 +27,23 @@ __all__ = [
 ]
 
 
+class _Applied(eqx.Module):
+    """`module.apply` as a per-sample model; equal for equal modules.
+
+    A module rather than a closure: two models of the same flax module compare
+    equal, so `sample_ode`, `log_likelihood` and `fit` reuse their compiled code for
+    a newly initialised model of the same architecture.
+    """
+
+    module: nn.Module = eqx.field(static=True)
+
+    def __call__(self, params: PyTree, t: Array, x: Array, cond: Any = None) -> Array:
+        return self.module.apply({"params": params}, t, x, cond)
+
+
 def apply_fn(module: nn.Module):
     """The per-sample `model_fn(params, t, x, cond)` of a flax module."""
-
-    def model_fn(params: PyTree, t: Array, x: Array, cond: Any = None) -> Array:
-        return module.apply({"params": params}, t, x, cond)
-
-    return model_fn
+    return _Applied(module)
 
 
 def init_model(

@@ -10,22 +10,35 @@ from .protocol import METHODS, TASKS
 from .study import nfe_to_quality
 
 
-def _num(x: float | None, digits: int = 3) -> str:
+def _decimals(x: float, digits: int = 3) -> int:
+    """Decimals that show `x` to `digits` significant figures (none above that)."""
+    if x == 0 or not math.isfinite(x):
+        return 0
+    return max(0, digits - 1 - math.floor(math.log10(abs(x))))
+
+
+def _num(x: float | None, digits: int = 3, fixed: int | None = None) -> str:
+    """`x` to `digits` significant figures, or to `fixed` decimals."""
     if x is None or not math.isfinite(x):
         return "–"
-    if abs(x) >= 100:
-        return f"{x:,.0f}"
-    if abs(x) >= 10:
-        return f"{x:.1f}"
-    return f"{x:.{digits}g}" if abs(x) < 0.01 else f"{x:.{digits}f}"
+    if x == 0 and fixed is None:
+        return "0"
+    return f"{x:,.{_decimals(x, digits) if fixed is None else fixed}f}"
 
 
-def _mean(values: list[float], digits: int = 3) -> str:
+def _mean(values: list[float], digits: int = 3, fixed: int | None = None) -> str:
+    """One value as it is; several as mean ± standard deviation, equal decimals.
+
+    The decimals show the mean to `digits` significant figures and the standard
+    deviation to at least one (or are `fixed`).
+    """
     if len(values) == 1:
-        return _num(values[0], digits)
-    return f"{_num(statistics.mean(values), digits)} ± " + _num(
-        statistics.stdev(values), digits
-    )
+        return _num(values[0], digits, fixed)
+    mean, std = statistics.mean(values), statistics.stdev(values)
+    if mean == 0 and std == 0:
+        return "0"
+    d = max(_decimals(mean, digits), _decimals(std, 1)) if fixed is None else fixed
+    return f"{mean:,.{d}f} ± {std:,.{d}f}"
 
 
 def _seeds(seeds: list[int]) -> str:
@@ -57,6 +70,20 @@ def nfe_targets(
     }
 
 
+def common_w2_target(results: dict[str, Any], cell: dict[str, Any]) -> int | None:
+    """Euler steps to W2 <= `tolerance` x the dopri5 W2 of the independent-pairs
+    model of the same task and seed: one bound for both methods."""
+    s = results["settings"]
+    ind = next(
+        c
+        for c in results["cells"]
+        if (c["task"], c["method"], c["seed"])
+        == (cell["task"], "independent", cell["seed"])
+    )
+    bound = s["tolerance"] * _row(ind, s["reference_solver"])["w2"]
+    return nfe_to_quality(cell["curve"], "w2", bound)
+
+
 def _steps(values: list[int | None], largest: int) -> str:
     return ", ".join(f"miss (> {largest})" if v is None else str(v) for v in values)
 
@@ -78,6 +105,7 @@ def summary_table(results: dict[str, Any]) -> str:
                 continue
             std = results["references"][task]["mmd2_null_std"]
             targets = [nfe_targets(c, s, std) for c in cells]
+            common = [common_w2_target(results, c) for c in cells]
             refs = [_row(c, s["reference_solver"]) for c in cells]
             pairs = results["pairs"][task][method]["mean_sq_pair_distance"]
             rows.append(
@@ -86,13 +114,14 @@ def summary_table(results: dict[str, Any]) -> str:
                     METHODS[method][0],
                     _seeds([c["seed"] for c in cells]),
                     _steps([t["w2"] for t in targets], largest),
+                    _steps(common, largest),
                     _steps([t["mmd"] for t in targets], largest),
                     _steps([t["endpoint"] for t in targets], largest),
                     _mean([r["nfe"] for r in refs], 3),
                     _mean([r["w2"] for r in refs]),
                     _mean([1e3 * r["mmd2"] for r in refs]),
-                    _mean([c["nll"] for c in cells]),
-                    _num(results["references"][task]["target_cross_entropy"]),
+                    _mean([c["nll"] for c in cells], fixed=3),
+                    _num(results["references"][task]["target_cross_entropy"], fixed=3),
                     _num(pairs),
                     _mean([c["final_loss"] for c in cells]),
                     _mean([c["train_seconds"] for c in cells]),
@@ -103,6 +132,7 @@ def summary_table(results: dict[str, Any]) -> str:
         "pairs",
         "seeds",
         f"Euler steps: W2 ≤ {s['tolerance']}× dopri5",
+        f"W2 ≤ {s['tolerance']}× independent's dopri5",
         f"MMD² ≤ dopri5 + {s['mmd_sigmas']:g}σ",
         f"endpoint error ≤ {s['endpoint_tolerance']:g}",
         "dopri5 NFE",
@@ -164,8 +194,8 @@ def reference_table(results: dict[str, Any]) -> str:
                 _num(1e3 * ref["mmd2_target_target"]),
                 _num(1e3 * ref["mmd2_null_std"]),
                 _num(1e3 * ref["mmd2_source_target"]),
-                _num(ref["target_cross_entropy"]),
-                _num(ref["target_cross_entropy_test"]),
+                _num(ref["target_cross_entropy"], fixed=3),
+                _num(ref["target_cross_entropy_test"], fixed=3),
                 _num(pairs["independent"]["mean_sq_pair_distance"]),
                 _num(pairs["ot"]["mean_sq_pair_distance"]),
                 _num(ot_call * 1e3),

@@ -27,7 +27,9 @@ def test_the_model_output_is_tangent_at_its_input(m):
 @given(st.floats(-20.0, 20.0), st.floats(-20.0, 20.0))
 def test_a_torus_model_is_periodic(a, b):
     t2 = manifolds.FlatTorus(2)
-    model_fn, params = models.init_tangent_model(NET, t2, jax.random.key(1), t2.origin())
+    model_fn, params = models.init_tangent_model(
+        NET, t2, jax.random.key(1), t2.origin()
+    )
     x = jnp.array([a, b])
     wrapped = t2.projx(x)
     np.testing.assert_allclose(

@@ -42,7 +42,7 @@ def test_nfe_to_quality_needs_every_larger_k_within():
     assert report.nfe_targets({"curve": curve}, s, mmd2_std=0.03)["mmd"] == 2
 
 
-@pytest.mark.slow  # 80-90 s measured at load 6-7 on 2 cores, mostly compilation
+@pytest.mark.slow  # 78-92 s measured at load 4-7 on 2 cores, mostly compiling
 @pytest.mark.heavy
 def test_quick_run_writes_every_number(tmp_path):
     # A subprocess, as the command runs (float32: no x64 from the test conftest).
