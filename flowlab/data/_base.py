@@ -74,7 +74,8 @@ def optional_import(
     module: str, what: str, extra: str, package: str | None = None
 ) -> ModuleType:
     """`import module`, or an `ImportError` that names the extra that installs it."""
-    try:
+    try:  # the top-level package first: a blocked one is refused even when
+        importlib.import_module(module.split(".")[0])  # a submodule is cached
         return importlib.import_module(module)
     except ImportError as err:
         package = package or module.split(".")[0]
