@@ -44,9 +44,27 @@ TINY = [
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
+def train_process(tmp_path_factory):
+    """`flowlab train moons TINY` in its own process, stderr a pipe (not a terminal).
+
+    Built once per worker: the tests of the run directory read its output, and
+    `test_progress_off_a_terminal_is_plain_lines` reads its stderr.
+    """
     out = tmp_path_factory.mktemp("runs") / "tiny"
-    assert main(["train", "moons", *TINY, "--out", str(out), "--no-progress"]) == 0
+    proc = subprocess.run(
+        [sys.executable, "-m", "flowlab.cli", "train", "moons", *TINY, "--out", out],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
+    return out, proc
+
+
+@pytest.fixture(scope="module")
+def run_dir(train_process):
+    out, proc = train_process
+    assert proc.returncode == 0, proc.stderr
     return out
 
 
@@ -199,21 +217,15 @@ def test_failed_train_leaves_no_run_directory(tmp_path, capsys):
     assert not out.exists()
 
 
-def test_progress_off_a_terminal_is_plain_lines(tmp_path):
+@SHARED
+def test_progress_off_a_terminal_is_plain_lines(train_process):
     """A log (stderr not a terminal) gets plain progress lines, then the phases.
 
     No tqdm carriage-return frames: a line each tenth of the run (12 of the 120
     steps, rounded to the calls of 20), then one line before each phase of the
-    final evaluation.
+    final evaluation. The run is `run_dir`'s, which the tests above check.
     """
-    out = tmp_path / "run"
-    proc = subprocess.run(
-        [sys.executable, "-m", "flowlab.cli", "train", "moons", *TINY, "--out", out],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=600,
-    )
+    _, proc = train_process
     assert proc.returncode == 0, proc.stderr
     assert "\r" not in proc.stderr
     lines = proc.stderr.splitlines()

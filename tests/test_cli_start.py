@@ -77,8 +77,14 @@ def test_two_config_names_and_unknown_flags_are_errors():
     assert "unrecognized arguments: --stepz" in out.stderr
 
 
-def test_the_issue_command_line_trains_with_its_override(tmp_path):
-    out = tmp_path / "ck"
+# The tests of one xdist worker (`--dist loadgroup`) share `issue_run`, built once.
+ISSUE_RUN = pytest.mark.xdist_group("cli_start_issue_run")
+
+
+@pytest.fixture(scope="module")
+def issue_run(tmp_path_factory):
+    """The issue's command line, run once: its run directory and its process."""
+    out = tmp_path_factory.mktemp("issue") / "ck"
     res = _flowlab(
         "train",
         "moons",
@@ -90,6 +96,12 @@ def test_the_issue_command_line_trains_with_its_override(tmp_path):
         *TINY,
         "--no-progress",
     )
+    return out, res
+
+
+@ISSUE_RUN
+def test_the_issue_command_line_trains_with_its_override(issue_run):
+    out, res = issue_run
     assert res.returncode == 0, res.stderr
     config = tomllib.loads((out / "config.toml").read_text())
     assert (config["steps"], config["checkpoint_every"]) == (30, 10)
@@ -250,14 +262,20 @@ def test_other_commands_reject_stray_arguments(tmp_path):
     assert "unrecognized arguments: extra" in res.stderr
 
 
-def test_summary_is_json_with_the_run_dir_line(tmp_path):
-    """`flowlab train` prints the summary as JSON, then where the run went."""
-    out = tmp_path / "r"
-    res = _flowlab("train", "--steps", "20", *TINY, "--out", str(out), "--no-progress")
+@ISSUE_RUN
+def test_summary_is_json_with_the_run_dir_line(issue_run):
+    """`flowlab train` prints the summary as JSON, then where the run went.
+
+    Read from the issue's run (`issue_run`, `--steps 30`): a second training
+    process would print the same two parts.
+    """
+    out, res = issue_run
     assert res.returncode == 0, res.stderr
     text, last = res.stdout.rsplit("\n", 2)[0], res.stdout.strip().splitlines()[-1]
     assert last == f"run written to {out}"
-    assert json.loads(text)["steps"] == 20
+    summary = json.loads(text)
+    assert summary["steps"] == 30
+    assert summary == json.loads((out / "summary.json").read_text())
 
 
 @pytest.mark.heavy
