@@ -20,6 +20,12 @@ from hypothesis.extra import numpy as hnp
 
 from flowlab.couplings import _assignment, linear_assignment
 
+# One xdist worker runs this module (`--dist loadgroup`), so that its tests share the
+# programs they compile: `linear_assignment` at the shapes several tests use; they are
+# never in the persistent XLA cache (equinox's `error_if` is a host callback), so a
+# second worker compiled them again.
+pytestmark = pytest.mark.xdist_group("assignment")
+
 REL = 1e-12  # float64 costs (see the module docstring)
 REL32 = 1e-7  # float32 costs
 solve = jax.jit(linear_assignment)

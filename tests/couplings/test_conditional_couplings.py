@@ -8,6 +8,12 @@ import pytest
 
 from flowlab import couplings
 
+# One xdist worker runs this module (`--dist loadgroup`), so that its tests share the
+# programs they compile: the base couplings on one batch shape; they are never in the
+# persistent XLA cache (equinox's `error_if` is a host callback), so a second worker
+# compiled them again.
+pytestmark = pytest.mark.xdist_group("conditional_couplings")
+
 N = 24
 BASES = {
     name: coupling

@@ -10,6 +10,12 @@ from ott.geometry import costs
 
 from flowlab import couplings
 
+# One xdist worker runs this module (`--dist loadgroup`), so that its tests share the
+# programs they compile: exact OT at the input shapes several tests use; they are never
+# in the persistent XLA cache (equinox's `error_if` is a host callback), so a second
+# worker compiled them again.
+pytestmark = pytest.mark.xdist_group("exact_ot")
+
 # x64 (the suite's default): the assignment is certified optimal to eps64 / 2 of its
 # cost; 1e-12 covers the float64 sums that compare it with scipy's (n * eps64).
 REL = 1e-12

@@ -34,6 +34,12 @@ from scipy.optimize import linear_sum_assignment
 from flowlab import couplings
 from flowlab.couplings import _assignment, linear_assignment
 
+# One xdist worker runs this module (`--dist loadgroup`), so that its tests share the
+# programs they compile: the float32 solver at `SIZES`; they are never in the persistent
+# XLA cache (equinox's `error_if` is a host callback), so a second worker compiled them
+# again.
+pytestmark = pytest.mark.xdist_group("exact_ot_float32")
+
 REL = 1e-7  # the acceptance bound (see the module docstring)
 EPS32 = float(np.finfo(np.float32).eps)
 SIZES = (64, 1024)  # few shapes: each compiles once (x64 off); all sizes when slow

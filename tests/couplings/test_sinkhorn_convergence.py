@@ -27,6 +27,12 @@ EPSILON = 2 * SIGMA**2
 CONVERGED = 0.5  # converges in 100 iterations on the batch below
 MESSAGE = "Sinkhorn did not converge .* Fixes: raise epsilon"
 
+# One xdist worker runs this module (`--dist loadgroup`), so that its tests share the
+# programs they compile: the jitted `_couple`, `_solve` and `_sample` below, per policy,
+# and exact OT's; exact OT's are never in the persistent XLA cache (equinox's `error_if`
+# is a host callback), so a second worker compiled them again.
+pytestmark = pytest.mark.xdist_group("sinkhorn_convergence")
+
 _couple = jax.jit(lambda coupling, key, x0, x1: coupling.couple(key, x0, x1))
 _solve = jax.jit(lambda coupling, x0, x1: coupling.solve(x0, x1))
 _sample = jax.jit(lambda coupling, key, logits: coupling.sample(key, logits))

@@ -33,6 +33,11 @@ import flowlab
 from flowlab import paths
 from flowlab.sampling import interpolant_sde
 
+# One xdist worker runs this module (`--dist loadgroup`), so that its tests share the
+# programs they compile: solves and losses of the interpolant cases; split over two
+# workers, each compiled them.
+pytestmark = pytest.mark.xdist_group("interpolants")
+
 KEY = jax.random.key(0)  # for hypothesis tests (function-scoped fixtures are not)
 
 # Tolerances.

@@ -11,6 +11,12 @@ from helpers import ALL_SCHEDULES, ALL_SOLVERS, FIXED_SOLVERS
 import flowlab
 from flowlab.sampling import ODE_SOLVERS, get_ode_solver
 
+# One xdist worker runs this module (`--dist loadgroup`), so that its tests share the
+# programs they compile: solves of the one counted field `_solve` uses; they are never
+# in the persistent XLA cache (the evaluation counter is a host callback), so a second
+# worker compiled them again.
+pytestmark = pytest.mark.xdist_group("ode")
+
 # Data N(MU, STD^2 I) in 3-D, from a fixed batch of source points.
 MU = jnp.array([1.0, -2.0, 0.5])
 STD = 0.5

@@ -17,6 +17,11 @@ import flowlab
 from flowlab import losses, paths, schedules
 from flowlab.sampling import velocity_field
 
+# One xdist worker runs this module (`--dist loadgroup`), so that its tests share the
+# programs they compile: solves of the Gaussian fields; split over two workers, each
+# compiled them.
+pytestmark = pytest.mark.xdist_group("prediction")
+
 MU, STD = jnp.array([1.0, -0.5]), 0.5
 
 

@@ -28,6 +28,11 @@ from flowlab.sampling import (
     sample_sde,
 )
 
+# One xdist worker runs this module (`--dist loadgroup`), so that its tests share the
+# programs they compile: solves of one field with one solver and batch shape; split over
+# two workers, each compiled them.
+pytestmark = pytest.mark.xdist_group("sde")
+
 N_SIGMA = 4.0
 
 
