@@ -94,10 +94,10 @@ def main():
     true_lp = jax.vmap(target.log_prob)(x1)
     exact_lp = flowlab.log_likelihood(
         v, x1, field_args, method="exact", solver="dopri5", rtol=1e-9, atol=1e-9
-    )
+    ).log_prob
     hutch_lp = flowlab.log_likelihood(
         v, x1, field_args, method="hutchinson", key=k_probe, solver="dopri5"
-    )
+    ).log_prob
     for name, lp in (("exact, tol 1e-9", exact_lp), ("hutchinson, tol 1e-5", hutch_lp)):
         err = float(jnp.max(jnp.abs(lp - true_lp)))
         print(f"log_likelihood {name:21s} max |error| {err:.1e}")

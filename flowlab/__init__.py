@@ -14,6 +14,7 @@ __version__ = "0.1.0"
 __getattr__, __dir__, __all__ = _lazy.attach(
     __name__,
     submodules=(
+        "conditioning",
         "couplings",
         "data",
         "losses",
@@ -35,9 +36,12 @@ __getattr__, __dir__, __all__ = _lazy.attach(
         "MultimarginalInterpolant": "paths",
         "PathSample": "paths",
         "StochasticInterpolant": "paths",
+        "Likelihood": "sampling",
         "ODESolution": "sampling",
         "SDESolution": "sampling",
+        "change_schedule": "sampling",
         "log_likelihood": "sampling",
+        "sample_and_log_prob": "sampling",
         "sample_ode": "sampling",
         "sample_sde": "sampling",
         "velocity_field": "sampling",

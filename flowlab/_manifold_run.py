@@ -47,7 +47,7 @@ def evaluate(exp, params, test, out, sample_seconds: float, velocity, report) ->
         steps=s.steps,
         rtol=s.rtol,
         atol=s.atol,
-    )
+    ).log_prob
     ll = np.asarray(jax.block_until_ready(ll), np.float64)
     nll_seconds = time.perf_counter() - t0
     x = out.x

@@ -38,6 +38,7 @@ def _train_names() -> str:
             ("path.schedule", "schedule"),
             ("coupling", "coupling"),
             ("sample.solver", "ode_solver"),
+            ("model.name", "model"),
         )
     ]
     lines = [f"  {key}: {', '.join(values)}" for key, values in rows]
@@ -112,6 +113,25 @@ def _parser() -> argparse.ArgumentParser:
     sample.add_argument("--solver", help="ODE solver name (default: the run's)")
     sample.add_argument("--steps", type=int, help="fixed number of solver steps")
     sample.add_argument("--out", help="output .npy file (default RUN_DIR/samples.npy)")
+    sample.add_argument(
+        "--cond",
+        help="condition of a conditional run for every sample: a class label "
+        "(e.g. 3), or comma-separated floats for a vector condition",
+    )
+    sample.add_argument(
+        "--guidance",
+        type=float,
+        metavar="W",
+        help="classifier-free guidance scale with --cond (1: conditional model, "
+        "0: unconditional; default 1)",
+    )
+    sample.add_argument(
+        "--guidance-interval",
+        type=float,
+        nargs=2,
+        metavar=("T_LO", "T_HI"),
+        help="apply the guidance scale only for T_LO <= t <= T_HI (1 elsewhere)",
+    )
     sample.add_argument(
         "--strict",
         action="store_true",
@@ -260,6 +280,23 @@ def _train(args) -> int:
     return 0
 
 
+def _cond_value(text: str | None):
+    """`--cond`: an int label, or a list of floats (a vector condition)."""
+    if text is None:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return [float(part) for part in text.split(",")]
+    except ValueError:
+        raise ValueError(
+            f"--cond must be a class label (e.g. 3) or comma-separated floats "
+            f"(e.g. 0.5,-1), got {text!r}."
+        ) from None
+
+
 def _sample(args) -> int:
     import numpy as np
 
@@ -280,6 +317,9 @@ def _sample(args) -> int:
         args.seed,
         args.solver,
         args.steps,
+        cond=_cond_value(args.cond),
+        guidance=args.guidance,
+        guidance_interval=args.guidance_interval,
         strict=args.strict,
         log_fn=_report,
     )

@@ -66,15 +66,22 @@ class PathConfig:
     `name` is a path of `flowlab.registry` (kind `path`; `affine` is
     `paths.AffinePath(schedule)`) or `"package.module:attribute"`, a factory
     called with the built schedule as `schedule=` when it takes that argument.
+    `schedule = "kinetic_optimal"` is fitted to `fit_points` draws of the target
+    before training, with `regularization` (`schedules.kinetic_optimal`).
+    `sigma` is the noise scale of the paths that take one (`constant_noise`,
+    `vp_cfm`: `paths.ConstantNoisePath`).
     """
 
     name: str = "affine"
     schedule: str = "cond_ot"
+    sigma: float = 0.1
     sigma_min: float = 1e-4
     sigma_max: float = 50.0
     beta_min: float = 0.1
     beta_max: float = 20.0
     n: float = 2.0
+    regularization: float = 0.1
+    fit_points: int = 4096
 
 
 @dataclass(frozen=True)
@@ -125,7 +132,12 @@ class SampleConfig:
 
     On a manifold `solver` names a manifold solver (`flowlab.registry`, kind
     `manifold_solver`), and the summary's test NLL scores the first
-    `n_likelihood` held-out points.
+    `n_likelihood` held-out points. On images (`data.AbstractImageSampler`) the
+    summary's test bits per dimension score the first `n_likelihood` test images,
+    and `divergence` is how that likelihood estimates the field's divergence:
+    `"exact"` (one JVP per dimension) or `"hutchinson"` (one, with one Rademacher
+    probe per image: unbiased, its noise in the standard error); a manifold run's
+    NLL is exact.
     """
 
     solver: str = "dopri5"
@@ -134,6 +146,7 @@ class SampleConfig:
     rtol: float = 1e-5
     atol: float = 1e-5
     n_likelihood: int = 500
+    divergence: str = "exact"
 
 
 @dataclass(frozen=True)
@@ -189,6 +202,10 @@ class TrainConfig:
     `best_metric` (also keep the best checkpoint by it, e.g. `loss`),
     `tensorboard` (event files, needs tensorboardX) and `distributed` (multi-host).
 
+    A labelled `data.target` (e.g. `blobs`) makes the run class-conditional; then
+    `cond_dropout` is the share of rows trained with the null condition, so that
+    `flowlab sample --cond/--guidance` can guide (`flowlab.conditioning`).
+
     `coupling` names a coupling of `flowlab.registry` (kind `coupling`),
     `coupling_args` sets its arguments, and on more than one device each device
     couples its own shard of the batch unless `global_coupling` is set.
@@ -202,6 +219,7 @@ class TrainConfig:
     log_every: int = 500
     checkpoint_every: int = 5_000
     ema_decay: float = 0.999
+    cond_dropout: float = 0.0
     prediction: str = "velocity"
     time_sampler: str = "uniform"
     coupling: str = "independent"

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from . import data, losses, models, registry
+from .conditioning import check_dropout
 from .config import ConfigError, CouplingArgsConfig, TrainConfig, to_dict
 from .training import make_optimizer
 
@@ -32,9 +33,11 @@ class Experiment(NamedTuple):
     coupling: Any
     manifold: Any = None
     """The manifold of the data (`None` for Euclidean data), from `data.target`."""
+    condition: Any = None
+    """The condition of a labelled `data.target` (`flowlab.conditioning`), or `None`."""
 
 
-def _named(key: str, fn, *args, **kwargs):
+def _named(key: str, fn, /, *args, **kwargs):
     """Call `fn`, reporting its ValueError/TypeError as a ConfigError on `key`."""
     try:
         return fn(*args, **kwargs)
@@ -57,7 +60,11 @@ def _check_values(config: TrainConfig) -> None:
         raise ConfigError("data.n_train must be >= 0 and data.n_test >= 2.")
     if config.sample.n < 1:
         raise ConfigError(f"sample.n must be >= 1, got {config.sample.n}.")
-    for key, kind in (("precision", "precision"), ("on_nonfinite", "nonfinite")):
+    for key, kind in (
+        ("precision", "precision"),
+        ("on_nonfinite", "nonfinite"),
+        ("sample.divergence", "divergence"),
+    ):
         value = config
         for part in key.split("."):
             value = getattr(value, part)
@@ -75,6 +82,19 @@ def _check_values(config: TrainConfig) -> None:
         raise ConfigError(
             f"optim.lr_resume must be 'keep' or 'stretch', got {o.lr_resume!r}."
         )
+
+
+def _condition(config: TrainConfig, target: data.AbstractSampler):
+    """The target's condition; `cond_dropout` checked against it."""
+    p = _named("cond_dropout", check_dropout, config.cond_dropout)
+    condition = target.condition
+    if p > 0 and condition is None:
+        raise ConfigError(
+            f"cond_dropout: data.target {config.data.target!r} has no labels, so "
+            "there is no condition to drop; use a labelled data set (e.g. "
+            "data.target = 'blobs') or cond_dropout = 0."
+        )
+    return condition
 
 
 def solver_kind(manifold) -> str:
@@ -128,10 +148,28 @@ def _check_source(source, manifold) -> None:
         )
 
 
+def _fit_data(config: TrainConfig, target, schedule: str) -> dict:
+    """`x1` and `key` for a schedule fitted to data (`kinetic_optimal`), else `{}`.
+
+    `path.fit_points` draws of the target with the run's seed (fold 2; fold 1
+    initialises the model), so the same seed fits the same schedule.
+    """
+    wanted = registry.accepted("schedule", schedule, {"x1": None, "key": None})
+    if "x1" not in wanted:
+        return {}
+    key = jax.random.fold_in(jax.random.key(config.seed), 2)
+    k_data, k_fit = jax.random.split(key)
+    fit = {"x1": target.sample(k_data, config.path.fit_points)}
+    if "key" in wanted:
+        fit["key"] = k_fit
+    return fit
+
+
 def build(config: TrainConfig) -> Experiment:
     """Build and validate every part of a run (no files are touched)."""
     _check_values(config)
     target = _named("data.target", registry.build, "data", config.data.target)
+    condition = _condition(config, target)
     manifold = _manifold_of(target)
     _named(
         "sample.solver", registry.lookup, solver_kind(manifold), config.sample.solver
@@ -155,6 +193,7 @@ def build(config: TrainConfig) -> Experiment:
     settings = registry.accepted("schedule", p.schedule, to_dict(p))
     settings.pop("schedule", None)
     settings.pop("name", None)
+    settings.update(_fit_data(config, target, p.schedule))
     schedule = _named(
         "path.schedule", registry.build, "schedule", p.schedule, **settings
     )
@@ -168,7 +207,9 @@ def build(config: TrainConfig) -> Experiment:
         "path",
         p.name,
         **registry.accepted(
-            "path", p.name, {"schedule": schedule, "manifold": manifold}
+            "path",
+            p.name,
+            {"schedule": schedule, "manifold": manifold, "sigma": p.sigma},
         ),
     )
     if manifold is not None and getattr(path, "manifold", None) != manifold:
@@ -187,12 +228,19 @@ def build(config: TrainConfig) -> Experiment:
     _named("model.name", registry.lookup, "model", m.name)
     settings = registry.accepted("model", m.name, to_dict(m))
     settings.pop("name", None)
+    if condition is not None:  # e.g. MLP(num_classes=K + 1) for Labels(K)
+        settings.update(registry.accepted("model", m.name, condition.model_settings))
     module = _named("model.name", registry.build, "model", m.name, **settings)
     init_key = jax.random.fold_in(jax.random.key(config.seed), 1)
     if manifold is None:
         example = jnp.zeros(target.event_shape)
         model_fn, params_ = _named(
-            "model", models.init_model, module, init_key, example
+            "model",
+            models.init_model,
+            module,
+            init_key,
+            example,
+            None if condition is None else condition.null(1)[0],
         )
     else:  # the network's output projected on the tangent space
         model_fn, params_ = _named(
@@ -227,6 +275,7 @@ def build(config: TrainConfig) -> Experiment:
         lr_fn,
         coupling,
         manifold,
+        condition,
     )
 
 

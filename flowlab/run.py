@@ -24,7 +24,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from . import _manifold_run, data, metrics, registry
+from . import _image_run, _manifold_run, data, metrics, registry
 from .config import ConfigError, TrainConfig, dump_toml, load_config, to_dict
 from .experiment import Experiment, build, run_keys, solver_kind
 from .sampling import sample_ode
@@ -66,12 +66,15 @@ def _velocity(exp: Experiment):
     """The velocity field of the run's model, whatever `config.prediction` it has.
 
     A model trained on `x1`, `x0`/`epsilon` or `score` is converted by the loss's
-    path (`flowlab.sampling.velocity_field`).
+    path (`flowlab.sampling.velocity_field`). A conditional run's model is
+    evaluated on the null condition: its unconditional field.
     """
     from .sampling import velocity_field
 
+    null = None if exp.condition is None else exp.condition.null(1)[0]
+
     def model(t, x, params):
-        return exp.model_fn(params, t, x, None)
+        return exp.model_fn(params, t, x, null)
 
     return velocity_field(model, exp.loss.path, exp.loss.prediction)
 
@@ -150,6 +153,10 @@ def _evaluate(exp: Experiment, params, log_fn: LogFn | None = None) -> dict[str,
         return _manifold_run.evaluate(
             exp, params, test, out, sample_time, _velocity(exp), report
         )
+    if _image_run.is_image_run(exp):
+        return _image_run.evaluate(
+            exp, params, test, out, sample_time, _velocity(exp), report, keys["test"]
+        )
     if report is not _silent:  # the estimate costs a few percent of W2's time
         about = _about(_w2_seconds(out.x, test))
         report(f"computing W2 and MMD on {n:,} x {n:,} points ({about}) ...")
@@ -173,6 +180,16 @@ def _plot(exp: Experiment, params, path: Path, log_fn: LogFn | None = None) -> N
     n = min(exp.config.data.n_test, 2000)
     _reporter(log_fn)(f"plotting {path.name}: {n:,} samples with trajectories ...")
     test = exp.target.held_out(keys["test"], n)[:n]
+    if _image_run.is_image_run(exp):  # image grids, not a scatter
+        tmp = path.with_name(f".{path.stem}.tmp.png")
+        x = _draw(exp, params, keys["sample"], 64).x
+        _image_run.plot(exp, test, x, tmp, f"samples ({exp.config.sample.solver})")
+        os.replace(tmp, path)
+        if exp.condition is not None:  # a labelled set: guided samples
+            grid = path.with_name("guided_grid.png")
+            _image_run.plot_guided(exp, params, keys["sample"], tmp)
+            os.replace(tmp, grid)
+        return
     out = _draw(exp, params, keys["sample"], n, trajectory=41)
     if exp.manifold is not None:
         tmp = path.with_name(f".{path.stem}.tmp.png")
@@ -182,7 +199,10 @@ def _plot(exp: Experiment, params, path: Path, log_fn: LogFn | None = None) -> N
         return
     test = np.asarray(test)
     x, traj = np.asarray(out.x), np.asarray(out.trajectory)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 5), sharex=True, sharey=True)
+    labelled = isinstance(exp.target, data.AbstractLabelledSampler)
+    fig, axes = plt.subplots(
+        1, 2 + labelled, figsize=(10 + 5 * labelled, 5), sharex=True, sharey=True
+    )
     axes[0].scatter(test[:, 0], test[:, 1], s=2, alpha=0.5, color="tab:blue")
     axes[0].set_title(f"data: {exp.config.data.target}")
     axes[1].scatter(x[:, 0], x[:, 1], s=2, alpha=0.5, color="tab:orange")
@@ -190,6 +210,8 @@ def _plot(exp: Experiment, params, path: Path, log_fn: LogFn | None = None) -> N
         axes[1].plot(traj[:, i, 0], traj[:, i, 1], lw=0.7, color="k", alpha=0.6)
     axes[1].scatter(traj[0, :24, 0], traj[0, :24, 1], s=8, color="k")
     axes[1].set_title(f"samples ({exp.config.sample.solver}) and trajectories")
+    if labelled:
+        _plot_classes(exp, params, keys["sample"], n, axes[2])
     for ax in axes:
         ax.set_aspect("equal")
     fig.tight_layout()
@@ -197,6 +219,33 @@ def _plot(exp: Experiment, params, path: Path, log_fn: LogFn | None = None) -> N
     fig.savefig(tmp, dpi=110)
     plt.close(fig)
     os.replace(tmp, path)
+
+
+def _plot_classes(exp: Experiment, params, key, n: int, ax) -> None:
+    """Conditional samples ($w = 1$) of a labelled run, one colour per class."""
+    from .sampling import guided_field
+
+    v = guided_field(
+        exp.model_fn,
+        exp.condition,
+        1.0,
+        path=exp.loss.path,
+        prediction=exp.loss.prediction,
+    )
+    labels = np.arange(n) % exp.target.num_classes
+    s = exp.config.sample
+    out = sample_ode(
+        v,
+        v.state(exp.source.sample(key, n), labels),
+        params,
+        solver=s.solver,
+        steps=s.steps,
+        rtol=s.rtol,
+        atol=s.atol,
+    )
+    x = np.asarray(out.x[0])
+    ax.scatter(x[:, 0], x[:, 1], s=2, alpha=0.5, c=labels, cmap="tab10")
+    ax.set_title("conditional samples, coloured by class")
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
@@ -216,7 +265,11 @@ def _fit(exp: Experiment, out: Path, state, mesh, progress: bool, callbacks=()):
     config = exp.config
     keys = run_keys(config)
     if config.data.n_train > 0:
-        target = data.Empirical(exp.target.sample(keys["data"], config.data.n_train))
+        x, cond = exp.target.sample_batch(keys["data"], config.data.n_train)
+        if cond is None:
+            target = data.Empirical(x)
+        else:  # a labelled set keeps its labels
+            target = data.LabelledEmpirical(x, cond, exp.target.num_classes)
     else:
         target = exp.target
     return fit(
@@ -249,6 +302,8 @@ def _fit(exp: Experiment, out: Path, state, mesh, progress: bool, callbacks=()):
         tensorboard=config.tensorboard,
         progress=progress,
         callbacks=callbacks,
+        condition=exp.condition,
+        cond_dropout=config.cond_dropout,
     )
 
 
@@ -474,6 +529,9 @@ def sample_run(
     solver: str | None = None,
     steps: int | None = None,
     *,
+    cond: Any = None,
+    guidance: float | None = None,
+    guidance_interval: tuple[float, float] | None = None,
     strict: bool = False,
     log_fn: LogFn | None = None,
 ) -> np.ndarray:
@@ -482,12 +540,30 @@ def sample_run(
     The same `seed` gives the same samples. `log_fn` hears the checkpoint step and
     solver before the samples are drawn, e.g. `sampling 500 points with euler, 10
     steps, from the checkpoint at step 2000 ...`; `strict` as in `load_run`.
+
+    A conditional run (a labelled `data.target`) samples unconditionally (the
+    null condition) by default; `cond` (one condition for every row, e.g. a label
+    `3`, or one per row) samples that condition, with classifier-free guidance of
+    scale `guidance` (default 1: the conditional model) on `guidance_interval`
+    (`flowlab.sampling.guided_field`).
     """
     if n < 1:
         raise ConfigError(f"--n must be >= 1, got {n}.")
     if steps is not None and steps < 1:
         raise ConfigError(f"--steps must be >= 1, got {steps}.")
+    if cond is None and (guidance is not None or guidance_interval is not None):
+        raise ConfigError(
+            "--guidance and --guidance-interval need --cond, the condition to "
+            "guide towards (e.g. --cond 3 for class 3)."
+        )
+    if cond is not None:
+        _check_conditional(run_dir)  # before the checkpoint is read
     exp, state = load_run(run_dir, strict=strict, log_fn=log_fn)
+    if cond is not None:
+        return _guided_samples(
+            exp, state, n, seed, solver, steps, cond, guidance, guidance_interval,
+            log_fn,
+        )  # fmt: skip
     kind = solver_kind(exp.manifold)
     if solver is not None and solver not in registry.table(kind):
         raise ConfigError(
@@ -501,6 +577,68 @@ def sample_run(
     )
     out = _draw(exp, state.ema_params, jax.random.key(seed), n, solver, steps)
     return np.asarray(out.x)
+
+
+def _check_conditional(run_dir: str | os.PathLike) -> None:
+    """A `ConfigError` unless the run's data set has a condition to sample."""
+    path = Path(run_dir) / "config.toml"
+    if not path.is_file():
+        raise ConfigError(f"{str(run_dir)!r} is not a run directory (no config.toml).")
+    target = load_config(path).data.target
+    if registry.build("data", target).condition is None:
+        raise ConfigError(
+            f"--cond/--guidance: the run {str(run_dir)!r} is unconditional (its "
+            f"data.target {target!r} has no labels); train on a labelled data "
+            "set, e.g. data.target = 'blobs'."
+        )
+
+
+def _guided_samples(
+    exp, state, n, seed, solver, steps, cond, guidance, interval, log_fn
+) -> np.ndarray:
+    """`sample_run` with a condition: `guided_field` on the run's model."""
+    from .sampling import guided_field
+
+    if solver is not None and solver not in registry.table("ode_solver"):
+        raise ConfigError(
+            f"--solver {solver!r} is not one of {list(registry.names('ode_solver'))}."
+        )
+    scale = 1.0 if guidance is None else guidance
+    try:
+        v = guided_field(
+            exp.model_fn,
+            exp.condition,
+            scale,
+            interval=None if interval is None else tuple(interval),
+            path=exp.loss.path,
+            prediction=exp.loss.prediction,
+        )
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"--guidance/--guidance-interval: {err}") from err
+    x0 = exp.source.sample(jax.random.key(seed), n)
+    cond = np.asarray(cond)
+    if cond.shape == exp.condition.row_shape:  # one for every row
+        cond = np.broadcast_to(cond, (n, *cond.shape))
+    try:
+        start = v.state(x0, cond)
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"--cond: {err}") from err
+    s = exp.config.sample
+    how = _solver_text(solver or s.solver, steps if steps is not None else s.steps)
+    _reporter(log_fn)(
+        f"sampling {n:,} points with {how}, guidance scale {scale:g}, from the "
+        f"checkpoint at step {int(state.step)} ..."
+    )
+    out = sample_ode(
+        v,
+        start,
+        state.ema_params,
+        solver=solver or s.solver,
+        steps=steps if steps is not None else s.steps,
+        rtol=s.rtol,
+        atol=s.atol,
+    )
+    return np.asarray(out.x[0])
 
 
 def evaluate_run(

@@ -37,12 +37,14 @@ __all__ = [
     "LipmanOT",
     "Polynomial",
     "Schedule",
+    "KineticOptimal",
     "ScheduleOutput",
     "VE",
     "VP",
     "cond_ot",
     "cosine",
     "get",
+    "kinetic_optimal",
     "linear_vp",
     "lipman_ot",
     "polynomial",
@@ -66,7 +68,8 @@ class AbstractSchedule(eqx.Module):
     r"""A Gaussian path schedule $t \mapsto (\alpha_t, \sigma_t)$.
 
     Subclasses implement `__call__` (closed forms with derivatives),
-    `snr_inverse`, the time at which $\alpha_t / \sigma_t$ equals a given value, and
+    `snr_inverse`, the time at which $\alpha_t / \sigma_t$ equals a given value,
+    `kappa_inverse`, the time at which $\alpha_t$ equals a given value, and
     `diffusion_noise_level`, the noise level of the forward diffusion with the
     path's marginals (`flowlab.sampling.reverse_diffusion_sde`).
     """
@@ -78,6 +81,15 @@ class AbstractSchedule(eqx.Module):
     @abc.abstractmethod
     def snr_inverse(self, snr: _Scalar) -> Float[Array, ""]:
         r"""The time $t$ at which $\alpha_t / \sigma_t$ equals `snr` (it increases)."""
+
+    @abc.abstractmethod
+    def kappa_inverse(self, kappa: _Scalar) -> Float[Array, ""]:
+        r"""The time $t$ at which $\alpha_t$ equals `kappa` (it increases).
+
+        Raises:
+            ValueError: the schedule's $\alpha_t$ is constant (`VE`), so no time is
+                found by it; `snr_inverse` inverts such a schedule.
+        """
 
     @abc.abstractmethod
     def diffusion_noise_level(self, t: _Scalar) -> Float[Array, ""]:
@@ -104,6 +116,10 @@ class CondOT(AbstractSchedule):
     def snr_inverse(self, snr: _Scalar) -> Float[Array, ""]:
         snr = jnp.asarray(snr)
         return snr / (1 + snr)
+
+    def kappa_inverse(self, kappa: _Scalar) -> Float[Array, ""]:
+        r"""$t = \kappa$."""
+        return jnp.asarray(kappa, dtype=jnp.result_type(kappa, float))
 
     def diffusion_noise_level(self, t: _Scalar) -> Float[Array, ""]:
         r"""$(1 - t)/t$."""
@@ -133,6 +149,10 @@ class LipmanOT(AbstractSchedule):
         snr = jnp.asarray(snr)
         return snr / (1 + snr * (1 - self.sigma_min))
 
+    def kappa_inverse(self, kappa: _Scalar) -> Float[Array, ""]:
+        r"""$t = \kappa$."""
+        return jnp.asarray(kappa, dtype=jnp.result_type(kappa, float))
+
     def diffusion_noise_level(self, t: _Scalar) -> Float[Array, ""]:
         r"""$(1 - (1 - \sigma_{min}) t)/t$."""
         t = _as_time(t)
@@ -161,6 +181,10 @@ class Polynomial(AbstractSchedule):
         snr = jnp.asarray(snr)
         return (snr / (1 + snr)) ** (1 / self.n)
 
+    def kappa_inverse(self, kappa: _Scalar) -> Float[Array, ""]:
+        r"""$t = \kappa^{1/n}$."""
+        return jnp.asarray(kappa, dtype=jnp.result_type(kappa, float)) ** (1 / self.n)
+
     def diffusion_noise_level(self, t: _Scalar) -> Float[Array, ""]:
         r"""$n (1 - t^n)/t$."""
         t = _as_time(t)
@@ -178,6 +202,12 @@ class Cosine(AbstractSchedule):
 
     def snr_inverse(self, snr: _Scalar) -> Float[Array, ""]:
         return jnp.arctan(jnp.asarray(snr)) * (2 / jnp.pi)
+
+    def kappa_inverse(self, kappa: _Scalar) -> Float[Array, ""]:
+        r"""$t = \tfrac{2}{\pi}\arcsin\kappa$."""
+        return jnp.arcsin(jnp.asarray(kappa, dtype=jnp.result_type(kappa, float))) * (
+            2 / jnp.pi
+        )
 
     def diffusion_noise_level(self, t: _Scalar) -> Float[Array, ""]:
         r"""$\tfrac{\pi}{2}\cot(\pi t / 2)$."""
@@ -200,6 +230,10 @@ class LinearVP(AbstractSchedule):
     def snr_inverse(self, snr: _Scalar) -> Float[Array, ""]:
         snr = jnp.asarray(snr)
         return snr / jnp.sqrt(1 + snr**2)
+
+    def kappa_inverse(self, kappa: _Scalar) -> Float[Array, ""]:
+        r"""$t = \kappa$."""
+        return jnp.asarray(kappa, dtype=jnp.result_type(kappa, float))
 
     def diffusion_noise_level(self, t: _Scalar) -> Float[Array, ""]:
         r"""$1/t$ (finite at $t = 1$, where $\dot\sigma_t$ is not)."""
@@ -247,6 +281,18 @@ class VP(AbstractSchedule):
         u = 2 * big_t / (jnp.sqrt(self.beta_min**2 + 2 * db * big_t) + self.beta_min)
         return 1 - u
 
+    def kappa_inverse(self, kappa: _Scalar) -> Float[Array, ""]:
+        r"""The root $t \le 1$ of $T(t) = -2\log\kappa$.
+
+        Below $\alpha_0 = e^{-T(0)/2}$ (e.g. $\kappa = 0$) the root is $t < 0$, on
+        the quadratic continued past $t = 0$.
+        """
+        big_t = -2 * jnp.log(jnp.asarray(kappa, dtype=jnp.result_type(kappa, float)))
+        db = self.beta_max - self.beta_min
+        # The rationalised root of db u^2 / 2 + beta_min u = T, as in snr_inverse.
+        u = 2 * big_t / (jnp.sqrt(self.beta_min**2 + 2 * db * big_t) + self.beta_min)
+        return 1 - u
+
     def diffusion_noise_level(self, t: _Scalar) -> Float[Array, ""]:
         r"""$\beta(t)/2 = \tfrac12(\beta_{min} + (1 - t)(\beta_{max} - \beta_{min}))$.
 
@@ -287,6 +333,14 @@ class VE(AbstractSchedule):
         sigma = 1 / jnp.asarray(snr)
         return 1 - jnp.log(sigma / self.sigma_min) / jnp.log(
             self.sigma_max / self.sigma_min
+        )
+
+    def kappa_inverse(self, kappa: _Scalar) -> Float[Array, ""]:
+        r"""Not defined: $\alpha_t = 1$ at every $t$; raises a `ValueError`."""
+        raise ValueError(
+            "kappa_inverse is not defined for a VE schedule: alpha_t = 1 at every t, "
+            "so alpha_t does not determine t. Use snr_inverse(snr) instead "
+            "(alpha_t / sigma_t = 1 / sigma_t increases with t)."
         )
 
     def diffusion_noise_level(self, t: _Scalar) -> Float[Array, ""]:
@@ -395,6 +449,28 @@ class Schedule(AbstractSchedule):
         )
         return 0.5 * (lo + hi)
 
+    def kappa_inverse(self, kappa: _Scalar) -> Float[Array, ""]:
+        r"""Bisection on $[0, 1]$ for $\alpha_t = \kappa$ (`bisection_steps` halvings).
+
+        Needs $\alpha_t$ increasing; a `kappa` outside $[\alpha_0, \alpha_1]$ gives
+        the nearer end.
+        """
+        kappa = jnp.asarray(kappa, dtype=jnp.result_type(kappa, float))
+
+        def body(_, bounds):
+            lo, hi = bounds
+            mid = 0.5 * (lo + hi)
+            above = self.alpha_fn(mid) > kappa
+            return jnp.where(above, lo, mid), jnp.where(above, mid, hi)
+
+        lo, hi = jax.lax.fori_loop(
+            0,
+            self.bisection_steps,
+            body,
+            (jnp.zeros_like(kappa), jnp.ones_like(kappa)),
+        )
+        return 0.5 * (lo + hi)
+
     def diffusion_noise_level(self, t: _Scalar) -> Float[Array, ""]:
         r"""$\sigma^2\dot\alpha/\alpha - \sigma\dot\sigma$ from the jvp derivatives."""
         s = self(t)
@@ -449,3 +525,8 @@ def get(name: str, **kwargs) -> AbstractSchedule:
     Names: `cond_ot, lipman_ot, polynomial, cosine, linear_vp, vp, ve`.
     """
     return registry.build("schedule", name, **kwargs)
+
+
+# The data-fitted schedule lives with the paths (`flowlab.paths.kinetic`, it needs
+# the posterior means of the data); it is re-exported here, beside the others.
+from .paths.kinetic import KineticOptimal, kinetic_optimal  # noqa: E402

@@ -25,11 +25,17 @@ import tempfile
 # start (CLI runs, resumed runs, the 8-device suite), which inherit the environment:
 # a program the suite has compiled once is read back instead of compiled again.
 # It only skips XLA's compile step (tracing still runs), so it changes no result.
+# Every program is written, however quick its compile (threshold 0 s): most of the
+# suite's compiles are small (op-by-op eager code, hypothesis examples, a CLI run's
+# array ops) and, summed, they are much of its time; a second worker, a subprocess
+# or the next run reads them back (measured on a warm cache: a quarter less CPU
+# time than with a 0.2 s threshold). JAX writes no program that has a host callback
+# (`equinox.error_if`, `jax.debug.callback`): those are compiled in every process.
 os.environ.setdefault(
     "JAX_COMPILATION_CACHE_DIR",
     os.path.join(tempfile.gettempdir(), f"flowlab-tests-xla-cache-{os.getuid()}"),
 )
-os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 import jax  # noqa: E402
 import pytest

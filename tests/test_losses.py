@@ -14,6 +14,11 @@ from helpers import ALL_SCHEDULES
 from flowlab import losses, paths, schedules
 from flowlab.losses import PREDICTIONS, FlowMatchingLoss
 
+# One xdist worker runs this module (`--dist loadgroup`), so that its tests share the
+# programs they compile: each loss per path, prediction and batch shape; split over two
+# workers, each worker compiled them.
+pytestmark = pytest.mark.xdist_group("losses")
+
 # Tolerances.
 # float64 identities: the loss is a mean of squares of O(1-10) values.
 F64 = 1e-10

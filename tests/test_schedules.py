@@ -12,6 +12,11 @@ from hypothesis import strategies as st
 
 from flowlab import schedules
 
+# One xdist worker runs this module (`--dist loadgroup`), so that its tests share the
+# programs they compile: each schedule and its derivatives per input shape; split over
+# two workers, each worker compiled them.
+pytestmark = pytest.mark.xdist_group("schedules")
+
 # Tolerances.
 # float64 identities between closed forms evaluated two ways: a few ulps of O(1-30)
 # values, far below this.
@@ -268,3 +273,75 @@ def test_a_schedule_without_a_noise_level_is_abstract():
 
     with pytest.raises(TypeError, match="diffusion_noise_level"):
         NoNoiseLevel()
+
+
+# ---------------------------------------------------------------------------------
+# kappa_inverse: the time at which alpha_t equals kappa
+# ---------------------------------------------------------------------------------
+
+# alpha_t increases on every schedule but VE (alpha_t = 1), which has no inverse.
+_KAPPA_CASES = [c for c in ALL_SCHEDULES if c.name != "ve"]
+kappa_cases = pytest.mark.parametrize("case", _KAPPA_CASES, ids=str)
+
+
+@kappa_cases
+@given(u=st.floats(0.0, 1.0))
+def test_kappa_inverse_round_trip(case, u):
+    # kappa anywhere in [alpha_0, alpha_1] (alpha_0 = e^-5.025 for vp). The forward
+    # direction alpha(kappa_inverse(kappa)) is well conditioned everywhere (|d_alpha|
+    # <= 3 times a few ulps of t; the closed forms invert exactly up to rounding,
+    # the bisection to 2^-60): F64 is far above the ~1e-15 error.
+    (a0, _), (a1, _) = case.endpoints
+    kappa = jnp.float64(a0 + u * (a1 - a0))
+    t = case.schedule.kappa_inverse(kappa)
+    assert t.shape == ()
+    assert -F64 <= float(t) <= 1.0 + F64  # in [0, 1] up to rounding at the ends
+    np.testing.assert_allclose(case.alpha_fn(t), kappa, rtol=0, atol=F64)
+    np.testing.assert_allclose(case.schedule(t).alpha, kappa, rtol=0, atol=F64)
+
+
+@kappa_cases
+def test_kappa_inverse_at_the_ends_and_in_between(case):
+    # The inverse direction, where alpha_t has a derivative bounded away from 0
+    # (d_alpha >= 0.07 on [0.05, 0.95] for all of these): |dt| <= |d alpha| / 0.07,
+    # so a few ulps of kappa give ~1e-14 in t; at the ends the closed forms give
+    # 0 and 1 up to rounding (vp: T = -2 log(alpha_0) = T(0) to a few ulps).
+    (a0, _), (a1, _) = case.endpoints
+    np.testing.assert_allclose(case.schedule.kappa_inverse(a0), 0.0, atol=F64)
+    np.testing.assert_allclose(case.schedule.kappa_inverse(a1), 1.0, atol=F64)
+    ts = jnp.linspace(0.05, 0.95, 7)
+    got = jax.vmap(case.schedule.kappa_inverse)(case.alpha_fn(ts))
+    np.testing.assert_allclose(got, ts, rtol=0, atol=F64)
+
+
+@kappa_cases
+def test_kappa_inverse_float32_and_jit(case):
+    kappa = 0.4
+    got = case.schedule.kappa_inverse(jnp.float32(kappa))
+    assert got.dtype == jnp.float32
+    want = case.schedule.kappa_inverse(jnp.float64(kappa))
+    np.testing.assert_allclose(got, want, rtol=F32)
+    jitted = eqx.filter_jit(lambda s, k: s.kappa_inverse(k))(
+        case.schedule, jnp.float64(kappa)
+    )
+    np.testing.assert_allclose(jitted, want, rtol=0, atol=F64)
+
+
+def test_kappa_inverse_of_ve_raises_and_points_to_snr_inverse():
+    with pytest.raises(ValueError, match="alpha_t = 1 at every t.*snr_inverse"):
+        schedules.ve().kappa_inverse(0.5)
+
+
+def test_a_schedule_without_kappa_inverse_is_abstract():
+    class NoKappaInverse(schedules.AbstractSchedule):
+        def __call__(self, t):
+            return schedules.ScheduleOutput(t, 1 - t, 1.0, -1.0)
+
+        def snr_inverse(self, snr):
+            return snr / (1 + snr)
+
+        def diffusion_noise_level(self, t):
+            return (1 - t) / t
+
+    with pytest.raises(TypeError, match="kappa_inverse"):
+        NoKappaInverse()

@@ -4,8 +4,17 @@ from collections.abc import Callable, Mapping
 
 from .. import registry
 from ._base import AbstractSampler
-from .digits import DIGITS_SHAPE, Digits, load_digits
+from .dequantization import dequantize
+from .digits import (
+    DIGITS_SHAPE,
+    DigitImages,
+    Digits,
+    LabelledDigitImages,
+    load_digits,
+)
 from .empirical import Empirical
+from .images import AbstractImageSampler
+from .labelled import AbstractLabelledSampler, LabelledBlobs, LabelledEmpirical
 from .manifold_sets import (
     AbstractManifoldSampler,
     TorusCheckerboard,
@@ -26,13 +35,19 @@ from .uniform import Uniform
 __all__ = [
     "DATASETS",
     "DIGITS_SHAPE",
+    "AbstractLabelledSampler",
+    "AbstractImageSampler",
     "AbstractManifoldSampler",
     "AbstractSampler",
     "Checkerboard",
+    "DigitImages",
     "Digits",
     "EightGaussians",
     "Empirical",
     "Gaussian",
+    "LabelledBlobs",
+    "LabelledDigitImages",
+    "LabelledEmpirical",
     "Moons",
     "Quakes",
     "Rings",
@@ -44,6 +59,7 @@ __all__ = [
     "TorusNormalMixture",
     "VonMisesFisherMixture",
     "WrappedNormalMixture",
+    "dequantize",
     "get",
     "hyperbolic_source",
     "hyperbolic_target",

@@ -3,12 +3,16 @@
 import abc
 import importlib
 from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import equinox as eqx
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._checks import positive_int
+
+if TYPE_CHECKING:
+    from ..conditioning import AbstractCondition
 
 __all__ = ["AbstractSampler"]
 
@@ -28,6 +32,20 @@ class AbstractSampler(eqx.Module):
     @abc.abstractmethod
     def sample(self, key: PRNGKeyArray, n: int) -> Float[Array, "n *event"]:
         """Draw `n` samples."""
+
+    @property
+    def condition(self) -> "AbstractCondition | None":
+        """What the conditions of `sample_batch` are; `None` for unconditional data."""
+        return None
+
+    def sample_batch(self, key: PRNGKeyArray, n: int) -> tuple[Array, Any]:
+        """A training batch `(x1, cond)`: `n` samples and their conditions.
+
+        The train step draws its batch of a sampler with this; an unconditional
+        sampler gives `(sample(key, n), None)`, a labelled one
+        (`flowlab.data.AbstractLabelledSampler`) its labels too.
+        """
+        return self.sample(key, n), None
 
     def held_out(self, key: PRNGKeyArray, n: int) -> Float[Array, "m *event"]:
         """Points to evaluate on that training never sees: `n` fresh samples.

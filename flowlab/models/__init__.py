@@ -14,11 +14,13 @@ from jaxtyping import Array, PRNGKeyArray, PyTree
 
 from .mlp import ACTIVATIONS, MLP, selu, sinusoidal_embedding
 from .tangent import TangentModel, init_tangent_model
+from .unet import UNet
 
 __all__ = [
     "ACTIVATIONS",
     "MLP",
     "TangentModel",
+    "UNet",
     "apply_fn",
     "init_model",
     "init_tangent_model",

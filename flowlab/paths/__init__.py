@@ -1,6 +1,14 @@
 """Probability paths: what $x_t$ is and what the model regresses onto."""
 
-from . import _base, affine, constant_noise, geodesic, interpolants, multimarginal
+from . import (
+    _base,
+    affine,
+    constant_noise,
+    geodesic,
+    interpolants,
+    kinetic,
+    multimarginal,
+)
 
 # Re-exports: `__all__` below lists them from each module's own `__all__`.
 from ._base import AbstractPath, PathSample

@@ -3,7 +3,13 @@
 from ._brownian import AbstractBrownian, BrownianIncrements, BrownianTree
 from ._divergence import AbstractDivergence, ExactDivergence, HutchinsonDivergence
 from .conditioned import conditioned_field
-from .likelihood import log_likelihood, standard_normal_log_prob
+from .guidance import GuidedField, guided_field
+from .likelihood import (
+    Likelihood,
+    log_likelihood,
+    sample_and_log_prob,
+    standard_normal_log_prob,
+)
 from .manifold_solvers import (
     AbstractManifoldSolver,
     GeodesicRK,
@@ -14,6 +20,11 @@ from .manifold_solvers import (
 from .marginal_sdes import interpolant_sde, reverse_diffusion_sde
 from .ode import ODESolution, sample_ode
 from .prediction import velocity_field
+from .schedule_change import (
+    ScheduleChangeTimes,
+    change_schedule,
+    schedule_change_times,
+)
 from .sde import SDE, SDESolution, sample_sde
 from .solvers import (
     ADAPTIVE,
@@ -38,21 +49,28 @@ __all__ = [
     "BrownianTree",
     "ExactDivergence",
     "GeodesicRK",
+    "GuidedField",
     "HutchinsonDivergence",
+    "Likelihood",
     "ODESolution",
     "ProjectedRK",
     "RKTableau",
     "SDESolution",
+    "ScheduleChangeTimes",
+    "change_schedule",
     "conditioned_field",
     "evaluations_per_step",
     "get_manifold_solver",
     "get_ode_solver",
     "get_sde_solver",
+    "guided_field",
     "interpolant_sde",
     "log_likelihood",
     "reverse_diffusion_sde",
+    "sample_and_log_prob",
     "sample_ode",
     "sample_sde",
+    "schedule_change_times",
     "standard_normal_log_prob",
     "velocity_field",
 ]

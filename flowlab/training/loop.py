@@ -24,6 +24,7 @@ from jaxtyping import PRNGKeyArray, PyTree
 from .. import _checks
 from .._allocator import retain_freed_memory
 from .._checks import positive_int
+from ..conditioning import AbstractCondition
 from ..couplings import AbstractCoupling
 from ..data import AbstractSampler
 from ..losses import AbstractLoss, ModelFn
@@ -156,6 +157,8 @@ def fit(
     handle_signals: bool = True,
     progress: bool = True,
     callbacks: Sequence[Callback] = (),
+    condition: AbstractCondition | None = None,
+    cond_dropout: float = 0.0,
 ) -> FitResult:
     """Train `model_fn` on `loss` for `steps` steps on a device mesh.
 
@@ -211,6 +214,11 @@ def fit(
         progress: show a progress bar (steps/s, loss, ETA) on process 0.
         callbacks: more `flowlab.training.Callback`s, called after the built-in
             ones at each fixed point.
+        condition: the conditions' `flowlab.conditioning.AbstractCondition`
+            (default: `target.condition` of a sampler, e.g. `Labels(K)` of a
+            labelled one); see `make_train_step`.
+        cond_dropout: the share of rows trained on the null condition (see
+            `make_train_step`).
 
     On a CPU backend `fit` first calls `retain_freed_memory()`, so that the
     step's temporaries are reused rather than page-faulted in on every call.
@@ -230,6 +238,8 @@ def fit(
     if checkpoint_every is not None and out_dir is None:
         raise ValueError("checkpoint_every needs out_dir to write checkpoints to.")
     policy = resolve_policy(on_nonfinite)
+    if condition is None and isinstance(target, AbstractSampler):
+        condition = target.condition
     mesh = make_mesh(devices) if mesh is None else mesh
     if optimizer is None:
         optimizer, lr_fn = make_optimizer("adamw", 1e-3, total_steps=steps)
@@ -249,6 +259,8 @@ def fit(
             compute_dtype=compute_dtype,
             on_nonfinite=policy,
             mesh=mesh,
+            condition=condition,
+            cond_dropout=cond_dropout,
         )
         return jax.jit(step_fn, out_shardings=(state_sh, metric_sh), donate_argnums=0)
 

@@ -40,6 +40,7 @@ from jaxtyping import Array
 
 from .. import _checks, registry
 from .._checks import positive_int
+from ..conditioning import AbstractCondition, check_dropout
 from ..couplings import AbstractCoupling, Sharded, as_coupling, sharded
 from ..data import AbstractSampler
 from ..losses import AbstractLoss, ModelFn
@@ -174,6 +175,8 @@ def make_train_step(
     compute_dtype: Any = None,
     on_nonfinite: str | AbstractNonFinitePolicy = "stop",
     mesh: Mesh | None = None,
+    condition: AbstractCondition | None = None,
+    cond_dropout: float = 0.0,
 ) -> StepFn:
     r"""A pure `train_step(state, batch) -> (state, metrics)` to `jax.jit`.
 
@@ -218,6 +221,15 @@ def make_train_step(
             for a step that was not finite.
         mesh: a device mesh with a `data` axis: the drawn batch is constrained to be
             split along it.
+        condition: the batch's `flowlab.conditioning.AbstractCondition` (e.g.
+            `Labels(K)`, or a labelled sampler's `condition`): after the coupling
+            each `cond` is checked and encoded (`condition.encode`) for the model.
+            `None` passes `cond` to the model as it is.
+        cond_dropout: $p$ in $[0, 1)$: after the coupling each row's condition is
+            replaced by `condition.null` with probability $p$ (classifier-free
+            guidance's training, `flowlab.sampling.guided_field`), with a key
+            split from the loss's key (`k_loss, k_drop = split(k_loss)`; only when
+            $p > 0$, so unconditional runs keep their keys). Needs a `condition`.
 
     The batch is either an `AbstractSampler` (the step draws `batch_size` rows on
     device, e.g. `data.Empirical(points)` for a data set in device memory), or
@@ -237,6 +249,21 @@ def make_train_step(
     positive_int("micro_batches", micro_batches)
     _checks.sampler("source", source, AbstractSampler, none=True)
     policy = resolve_policy(on_nonfinite)
+    cond_dropout = check_dropout(cond_dropout)
+    if condition is not None:
+        _checks.instance_of(
+            "condition",
+            condition,
+            AbstractCondition,
+            "flowlab.conditioning.AbstractCondition",
+            "conditioning.Labels(10)",
+        )
+    elif cond_dropout > 0:
+        raise ValueError(
+            f"cond_dropout={cond_dropout} drops conditions to the null one, but no "
+            "condition was given; pass condition= (e.g. conditioning.Labels(K), or "
+            "the labelled sampler's .condition), or cond_dropout=0."
+        )
     coupling = _mesh_coupling(coupling, mesh, global_coupling)
     n_devices = 1 if mesh is None else mesh.shape[DATA_AXIS]
     if batch_size is not None:
@@ -273,7 +300,7 @@ def make_train_step(
         if isinstance(batch, AbstractSampler):
             if batch_size is None:
                 raise ValueError("batch_size is needed when the batch is a sampler.")
-            x1, cond = batch.sample(k_data, batch_size), None
+            x1, cond = batch.sample_batch(k_data, batch_size)
         else:
             x1, cond = split_batch(batch)
         cond = constrain(cond)
@@ -289,6 +316,16 @@ def make_train_step(
                 )
             x0, (x1, cond), stats = coupling.couple(k_couple, marginals[0], (x1, cond))
             marginals = (x0, x1)
+        if condition is not None:
+            if cond is None:
+                raise ValueError(
+                    f"condition={condition!r} was given but the batch has no cond; "
+                    "give batches (x1, cond) or a labelled sampler."
+                )
+            cond = condition.encode(condition.check("cond", cond, x1.shape[0]))
+            if cond_dropout > 0:
+                k_loss, k_drop = jax.random.split(k_loss)
+                cond = condition.drop(k_drop, cond, cond_dropout)
         t, sample, target = loss.prepare(k_loss, *marginals)
         value, grads = loss_and_grads(state.params, t, sample.xt, target, cond)
         grad_norm = optax.tree.norm(grads)

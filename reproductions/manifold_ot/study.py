@@ -265,7 +265,7 @@ def evaluate(task: str, model_fn, params, ev: EvalSet, p: dict[str, Any]):
     log_p = fl.log_likelihood(
         v, ev.nll, args, manifold=manifold, solver=p["nll_solver"],
         steps=p["nll_steps"], rtol=p["rtol"], atol=p["rtol"],
-    )  # fmt: skip
+    ).log_prob  # fmt: skip
     nll = -float(jnp.mean(_sync(log_p)))
     return {
         "curve": rows,

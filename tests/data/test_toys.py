@@ -27,8 +27,12 @@ def test_shape_finite_deterministic_and_jittable(name, key):
     sample = jax.jit(lambda s, k: s.sample(k, 257))
     x = sample(sampler, key)
     assert x.shape == (257, *sampler.event_shape)
-    on_manifold = isinstance(sampler, data.AbstractManifoldSampler)
-    assert sampler.event_shape == (sampler.manifold.shape if on_manifold else (2,))
+    if isinstance(sampler, data.AbstractManifoldSampler):
+        assert sampler.event_shape == sampler.manifold.shape
+    elif isinstance(sampler, data.AbstractImageSampler):  # flat images
+        assert sampler.event_shape == (math.prod(sampler.image_shape),)
+    else:
+        assert sampler.event_shape == (2,)
     assert bool(jnp.all(jnp.isfinite(x)))
     np.testing.assert_array_equal(sample(sampler, key), x)
     assert not np.allclose(sample(sampler, jax.random.key(1)), x)

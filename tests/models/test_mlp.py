@@ -9,6 +9,11 @@ import pytest
 
 from flowlab import models
 
+# One xdist worker runs this module (`--dist loadgroup`), so that its tests share the
+# programs they compile: each network per width, input shape and dtype; split over two
+# workers, each worker compiled them.
+pytestmark = pytest.mark.xdist_group("mlp")
+
 # Tolerances.
 # float32 network outputs of O(1), compiled (fused) versus op-by-op: a few ulps of
 # each of ~100 accumulated products, well within 1e-5.

@@ -11,6 +11,11 @@ from hypothesis import strategies as st
 
 from flowlab import paths, schedules
 
+# One xdist worker runs this module (`--dist loadgroup`), so that its tests share the
+# programs they compile: the path and its derivatives per schedule and batch shape;
+# split over two workers, each worker compiled them.
+pytestmark = pytest.mark.xdist_group("affine")
+
 # Tolerances.
 # float64 identities: a few roundings of values up to |d_sigma x0| ~ 30 * 3.
 F64 = 1e-10

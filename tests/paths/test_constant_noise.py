@@ -8,7 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from flowlab import losses, paths
+from flowlab import losses, paths, registry, schedules
+from flowlab.config import ConfigError, load_config
+from flowlab.experiment import build
 
 # float64 identities: a few roundings of values up to ~3 (|x| <= 3, sigma <= 2).
 F64 = 1e-10
@@ -133,3 +135,162 @@ def test_missing_key_and_bad_shapes_raise():
         path.sample(jax.random.key(0), jnp.zeros(2), jnp.ones(2), jnp.ones(2))
     with pytest.raises(ValueError, match="z must have the event shape"):
         path.interpolate(jnp.zeros(2), jnp.ones(2), jnp.zeros(3), 0.5)
+
+
+# ---------------------------------------------------------------------------------
+# Any schedule: x_t = alpha_t x1 + sigma_t x0 + sigma z, u_t = d/dt of the mean.
+# ---------------------------------------------------------------------------------
+
+
+def _affine_mean(case, x0, x1, t):
+    # The schedule's closed form from tests/helpers.py, typed in independently.
+    return case.alpha_fn(t) * x1 + case.sigma_fn(t) * x0
+
+
+@pytest.mark.parametrize("case", helpers.ALL_SCHEDULES, ids=str)
+@given(pair=helpers.pairs(), sigma=st.floats(0.0, 2.0), data=st.data())
+def test_scheduled_mean_and_velocity(case, pair, sigma, data):
+    # Tolerances: F64 on xt; ut on the schedule's safe interval, where the jvp of
+    # the closed form is finite. vp's d_sigma grows like 1 / sqrt(1 - t) ~ 30 near
+    # 1 - 1e-3, times |x| <= 3: still a few roundings of values <~ 100, so 1e-9.
+    x0, x1 = pair
+    z = data.draw(helpers.arrays(np.float64, x0.shape))
+    t = jnp.float64(data.draw(helpers.times(case.safe)))
+    path = paths.ConstantNoisePath(sigma, case.schedule)
+    ps = path.interpolate(x0, x1, z, t)
+    expected = _affine_mean(case, x0, x1, t) + sigma * z
+    np.testing.assert_allclose(ps.xt, expected, rtol=F64, atol=F64)
+    _, d_mean = jax.jvp(
+        lambda s: _affine_mean(case, x0, x1, s), (t,), (jnp.ones_like(t),)
+    )
+    np.testing.assert_allclose(ps.ut, d_mean, rtol=1e-9, atol=1e-9)
+    _, d_xt = jax.jvp(
+        lambda s: path.interpolate(x0, x1, z, s).xt, (t,), (jnp.ones_like(t),)
+    )
+    np.testing.assert_allclose(ps.ut, d_xt, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize(
+    "case", [c for c in helpers.ALL_SCHEDULES if c.exact_endpoints], ids=str
+)
+@given(pair=helpers.pairs(), sigma=st.floats(0.0, 2.0), data=st.data())
+def test_endpoints_are_the_pair_plus_sigma_z(case, pair, sigma, data):
+    # Neither end is a point: x_0 = x0 + sigma z and x_1 = x1 + sigma z.
+    x0, x1 = pair
+    z = data.draw(helpers.arrays(np.float64, x0.shape))
+    path = paths.ConstantNoisePath(sigma, case.schedule)
+    xt0 = path.interpolate(x0, x1, z, 0.0).xt
+    xt1 = path.interpolate(x0, x1, z, 1.0).xt
+    np.testing.assert_allclose(xt0, x0 + sigma * z, rtol=F64, atol=F64)
+    np.testing.assert_allclose(xt1, x1 + sigma * z, rtol=F64, atol=F64)
+
+
+@given(pair=helpers.pairs(), sigma=st.floats(0.0, 2.0), data=st.data())
+def test_cond_ot_default_is_the_old_straight_path_exactly(pair, sigma, data):
+    # The straight path as it was written before the schedule argument existed:
+    # the default and an explicit cond_ot() give it bit for bit.
+    x0, x1 = pair
+    z = data.draw(helpers.arrays(np.float64, x0.shape))
+    t = jnp.float64(data.draw(helpers.times((0.0, 1.0))))
+    old_xt, old_ut = (1 - t) * x0 + t * x1 + sigma * z, x1 - x0
+    for path in (
+        paths.ConstantNoisePath(sigma),
+        paths.ConstantNoisePath(sigma, schedules.cond_ot()),
+        paths.ConstantNoisePath(sigma=sigma, schedule=schedules.cond_ot()),
+    ):
+        ps = path.interpolate(x0, x1, z, t)
+        np.testing.assert_array_equal(ps.xt, old_xt)
+        np.testing.assert_array_equal(ps.ut, old_ut)
+    assert paths.ConstantNoisePath(sigma) == paths.ConstantNoisePath(
+        sigma, schedules.cond_ot()
+    )
+
+
+@given(pair=helpers.pairs(), data=st.data())
+def test_vp_cfm_closed_form(pair, data):
+    # torchcfm's formulas typed in: mu_t = cos(pi t/2) x0 + sin(pi t/2) x1 and
+    # u_t = pi/2 (cos(pi t/2) x1 - sin(pi t/2) x0); u_0 = pi/2 x1, u_1 = -pi/2 x0.
+    x0, x1 = pair
+    z = data.draw(helpers.arrays(np.float64, x0.shape))
+    t = data.draw(helpers.times((0.0, 1.0)))
+    path = paths.ConstantNoisePath(0.1, schedules.cosine())
+    ps = path.interpolate(x0, x1, z, t)
+    c, s = np.cos(np.pi * t / 2), np.sin(np.pi * t / 2)
+    np.testing.assert_allclose(ps.xt, c * x0 + s * x1 + 0.1 * z, atol=F64)
+    np.testing.assert_allclose(ps.ut, np.pi / 2 * (c * x1 - s * x0), atol=F64)
+    np.testing.assert_allclose(
+        path.interpolate(x0, x1, z, 0.0).ut, np.pi / 2 * x1, atol=F64
+    )
+    np.testing.assert_allclose(
+        path.interpolate(x0, x1, z, 1.0).ut, -np.pi / 2 * x0, atol=F64
+    )
+
+
+def test_registry_and_config_build_the_paths():
+    assert registry.build("path", "vp_cfm", sigma=0.2) == paths.ConstantNoisePath(
+        0.2, schedules.cosine()
+    )
+    assert registry.build("path", "vp_cfm") == paths.ConstantNoisePath(
+        0.1, schedules.cosine()
+    )
+    built = registry.build("path", "constant_noise", schedule=schedules.polynomial(2))
+    assert built == paths.ConstantNoisePath(0.1, schedules.polynomial(2))
+    assert registry.build("path", "constant_noise") == paths.ConstantNoisePath(0.1)
+    for name, schedule in (("constant_noise", schedules.cond_ot()), ("vp_cfm", None)):
+        config = load_config(None, [f"path.name={name}", "path.sigma=0.05"])
+        path = build(config).loss.path
+        assert path == paths.ConstantNoisePath(0.05, schedule or schedules.cosine())
+
+
+def test_bad_schedule_and_bad_config_sigma_raise():
+    with pytest.raises(TypeError, match="schedule"):
+        paths.ConstantNoisePath(0.1, "cosine")
+    config = load_config(None, ["path.name=vp_cfm", "path.sigma=-1.0"])
+    with pytest.raises(ConfigError, match=r"path\.name: sigma must be a number >= 0"):
+        build(config)
+
+
+# ---------------------------------------------------------------------------------
+# torchcfm on the same t, x0, x1 and noise.
+# ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("matcher", "schedule"),
+    [
+        ("ConditionalFlowMatcher", schedules.cond_ot()),
+        ("VariancePreservingConditionalFlowMatcher", schedules.cosine()),
+    ],
+)
+def test_matches_torchcfm(matcher, schedule):
+    # torchcfm draws its own noise; return_noise=True hands it back, and flowlab
+    # interpolates with that z. Both sides are float64 on the same inputs, so the
+    # only differences are roundings of sin/cos and products of values <~ 5: 1e-12.
+    torch = pytest.importorskip("torch")
+    cfm = pytest.importorskip("torchcfm.conditional_flow_matching")
+    torch.manual_seed(0)
+    n, d, sigma = 64, 3, 0.1
+    x0 = torch.randn(n, d, dtype=torch.float64)
+    x1 = torch.randn(n, d, dtype=torch.float64) + 2.0
+    t = torch.rand(n, dtype=torch.float64)
+    t[:2] = torch.tensor([0.0, 1.0], dtype=torch.float64)  # both ends as well
+    fm = getattr(cfm, matcher)(sigma=sigma)
+    t_out, xt, ut, eps = fm.sample_location_and_conditional_flow(
+        x0, x1, t, return_noise=True
+    )
+    ours = jax.vmap(paths.ConstantNoisePath(sigma, schedule).interpolate)(
+        *(jnp.asarray(a.numpy()) for a in (x0, x1, eps, t_out))
+    )
+    np.testing.assert_allclose(ours.xt, xt.numpy(), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(ours.ut, ut.numpy(), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("case", helpers.ALL_SCHEDULES, ids=str)
+def test_sigma_zero_is_the_affine_path(case, key):
+    # Tolerances: the same products in another order: F64.
+    x0, x1 = jax.random.normal(key, (2, 3))
+    t = jnp.float64(0.5 * sum(case.safe))
+    ours = paths.ConstantNoisePath(0.0, case.schedule).sample(None, x0, x1, t)
+    affine = paths.AffinePath(case.schedule).sample(None, x0, x1, t)
+    np.testing.assert_allclose(ours.xt, affine.xt, rtol=F64, atol=F64)
+    np.testing.assert_allclose(ours.ut, affine.ut, rtol=F64, atol=F64)

@@ -24,6 +24,11 @@ from scipy import stats
 import flowlab
 from flowlab import paths
 
+# One xdist worker runs this module (`--dist loadgroup`), so that its tests share the
+# programs they compile: the paths and losses per number of marginals and batch shape;
+# split over two workers, each worker compiled them.
+pytestmark = pytest.mark.xdist_group("multimarginal")
+
 KEY = jax.random.key(0)
 
 # Tolerances.

@@ -30,7 +30,7 @@ def _field(t, x, a):
 def _log_likelihood(**kwargs):
     return flowlab.log_likelihood(
         _field, X1, jnp.asarray(0.7), solver="rk4", steps=8, **kwargs
-    )
+    ).log_prob
 
 
 def test_names_are_registered():
@@ -75,7 +75,7 @@ def test_a_new_probe_key_reuses_the_compiled_solve():
     def run(key):
         return flowlab.log_likelihood(
             v, X1, jnp.asarray(0.7), method=HutchinsonDivergence(key)
-        )
+        ).log_prob
 
     run(jax.random.key(0))
     n_traces = traces[0]

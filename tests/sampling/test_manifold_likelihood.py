@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from flowlab import log_likelihood, manifolds, sample_ode
+from flowlab import log_likelihood, manifolds, sample_and_log_prob, sample_ode
 from flowlab.manifolds import tangent_basis
 from flowlab.sampling.likelihood import normal_chart_field
 
@@ -35,7 +35,7 @@ def test_the_zero_field_gives_minus_the_log_volume(manifold, method):
         manifold=manifold,
         method=method,
         key=jax.random.key(1) if method == "hutchinson" else None,
-    )
+    ).log_prob
     expected = {
         "Sphere": math.log(4 * math.pi),
         "FlatTorus": 2 * math.log(2 * math.pi),
@@ -104,7 +104,7 @@ def test_log_likelihood_is_the_flows_volume_change(manifold, base):
         base_log_prob=base_log_prob,
         solver="rk4",
         steps=STEPS,
-    )
+    ).log_prob
     np.testing.assert_allclose(ll[0], log_p0 - log_j, atol=1e-4)
 
 
@@ -112,7 +112,7 @@ def test_hutchinson_is_unbiased_on_the_sphere():
     s2 = manifolds.Sphere(2)
     field = _field(s2, jnp.array([0.3, -1.0, 0.5]))
     x = jax.vmap(s2.random_uniform)(jax.random.split(jax.random.key(5), 2))
-    exact = log_likelihood(field, x, manifold=s2, solver="rk4", steps=16)
+    exact = log_likelihood(field, x, manifold=s2, solver="rk4", steps=16).log_prob
     draws = jnp.stack(
         [
             log_likelihood(
@@ -123,7 +123,7 @@ def test_hutchinson_is_unbiased_on_the_sphere():
                 steps=16,
                 method="hutchinson",
                 key=jax.random.key(k),
-            )
+            ).log_prob
             for k in range(64)
         ]
     )
@@ -183,7 +183,8 @@ def test_the_log_likelihood_is_differentiable_in_the_field():
         return s2.proju(y, a)
 
     def total(a):
-        return log_likelihood(field, x, a, manifold=s2, solver="rk4", steps=8).sum()
+        ll = log_likelihood(field, x, a, manifold=s2, solver="rk4", steps=8)
+        return ll.log_prob.sum()
 
     a, e = jnp.array([0.2, -0.4, 0.9]), jnp.array([0.6, 0.0, -0.8])
     grad = jax.grad(total)(a)
@@ -200,8 +201,27 @@ def test_bad_input_is_refused_before_the_solve():
         ValueError, match=r"x1: 1 of 1 points are off Sphere.*0\.2 from"
     ):
         log_likelihood(zero, off, manifold=s2)
-    ll = log_likelihood(zero, off, manifold=s2, project=True)
+    ll = log_likelihood(zero, off, manifold=s2, project=True).log_prob
     np.testing.assert_allclose(ll, -math.log(4 * math.pi), atol=1e-6)
     h2 = manifolds.Hyperbolic(2)
     with pytest.raises(ValueError, match="base_log_prob is needed on Hyperbolic"):
         log_likelihood(zero, h2.origin()[None], manifold=h2)
+
+
+def test_sample_and_log_prob_agrees_with_log_likelihood_on_the_sphere():
+    # Forwards from x0: the samples are sample_ode's, and their log-densities those
+    # that log_likelihood (checked against the flow's volume change above) gives
+    # them; both sides are RK4 solves with the same steps, the backward one from
+    # the forward one's end, so they agree to RK4's error (about 1e-6).
+    s2 = manifolds.Sphere(2)
+    field = _field(s2, jax.random.normal(jax.random.key(3), s2.shape))
+    x0 = jax.vmap(s2.random_uniform)(jax.random.split(jax.random.key(8), 4))
+    rk4 = {"manifold": s2, "solver": "rk4", "steps": STEPS}
+    out = sample_and_log_prob(field, x0, **rk4)
+    np.testing.assert_array_equal(out.x0, x0)
+    np.testing.assert_allclose(out.x1, sample_ode(field, x0, **rk4).x, atol=1e-12)
+    back = log_likelihood(field, out.x1, **rk4)
+    np.testing.assert_allclose(out.log_prob, back.log_prob, atol=1e-4)
+    np.testing.assert_allclose(back.x0, x0, atol=1e-4)
+    # Not vacuous: the flow changes volumes, away from the uniform -log(4 pi).
+    assert float(jnp.max(jnp.abs(out.log_prob + math.log(4 * math.pi)))) > 0.05

@@ -11,6 +11,11 @@ import flowlab as fl
 from flowlab import data, models, paths, schedules
 from flowlab.training import Checkpointer, init_state
 
+# One xdist worker runs this module (`--dist loadgroup`), so that its tests share the
+# programs they compile: the train steps of the runs that share a model, loss and batch
+# shape; split over two workers, each worker compiled them.
+pytestmark = pytest.mark.xdist_group("faults")
+
 LOSS = fl.FlowMatchingLoss(paths.AffinePath(schedules.cond_ot()))
 
 

@@ -20,6 +20,11 @@ from flowlab.training import (
     restore_checkpoint,
 )
 
+# One xdist worker runs this module (`--dist loadgroup`), so that its tests share the
+# programs they compile: the train steps of the runs that share a model, loss and batch
+# shape; split over two workers, each worker compiled them.
+pytestmark = pytest.mark.xdist_group("fit")
+
 
 def _model(width=32, depth=2):
     module = models.MLP(width=width, depth=depth, activation="silu")

@@ -11,6 +11,11 @@ import flowlab as fl
 from flowlab import data, models, paths, schedules
 from flowlab.training import init_state, make_train_step
 
+# One xdist worker runs this module (`--dist loadgroup`), so that its tests share the
+# programs they compile: the model, loss and optimizer of `_setup`, per batch shape;
+# split over two workers, each worker compiled them.
+pytestmark = pytest.mark.xdist_group("train_step")
+
 
 def _setup(width=16, dtype=jnp.float32):
     module = models.MLP(width=width, depth=2, activation="silu")
