@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flowlab import models, registry
@@ -96,6 +96,7 @@ def test_a_float_condition_is_embedded_by_a_dense_layer(key):
     )
 
 
+@settings(max_examples=4, deadline=None)  # each example compiles a new U-Net
 @given(
     batch=st.integers(1, 4),
     layout=st.sampled_from(

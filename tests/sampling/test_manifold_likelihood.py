@@ -175,6 +175,9 @@ def test_the_divergence_chart_gives_closed_form_divergences():
     )
 
 
+# Slow (30 s: reverse mode through a Riemannian solve); the Euclidean gradient
+# checks in test_likelihood.py run by default.
+@pytest.mark.slow
 def test_the_log_likelihood_is_differentiable_in_the_field():
     s2 = manifolds.Sphere(2)
     x = jax.vmap(s2.random_uniform)(jax.random.split(jax.random.key(6), 3))
@@ -208,6 +211,8 @@ def test_bad_input_is_refused_before_the_solve():
         log_likelihood(zero, h2.origin()[None], manifold=h2)
 
 
+# Slow (11 s); the Euclidean forward/backward agreement runs by default.
+@pytest.mark.slow
 def test_sample_and_log_prob_agrees_with_log_likelihood_on_the_sphere():
     # Forwards from x0: the samples are sample_ode's, and their log-densities those
     # that log_likelihood (checked against the flow's volume change above) gives

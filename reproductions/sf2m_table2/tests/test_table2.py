@@ -47,7 +47,12 @@ def test_cells_and_published_values_cover_each_other():
 
 
 @pytest.mark.heavy
-@pytest.mark.parametrize("method", ["icfm", "fm", "sbcfm", "otcfm"])
+# OT-CFM's run (30 s, the exact coupling's compile) is slow; the others cover the
+# pipeline by default.
+@pytest.mark.parametrize(
+    "method",
+    ["icfm", "fm", "sbcfm", pytest.param("otcfm", marks=pytest.mark.slow)],
+)
 def test_run_one_writes_a_complete_result(method, tmp_path):
     # Tiny: 4 steps (2 fused calls of 2), 64 evaluation points, 2 timed couplings.
     r = table2.run_one(
