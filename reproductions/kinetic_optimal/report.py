@@ -5,6 +5,9 @@ import statistics
 from typing import Any
 
 from benchmarks._common import markdown_table
+from reproductions._format import decimals as _decimals
+from reproductions._format import num as _num
+from reproductions._format import seed_range as _seeds
 
 from .protocol import ENERGY_TASKS, SCHEDULES
 from .study import nfe_to_quality
@@ -13,21 +16,6 @@ SIGMAS = 2.0  # a difference "holds" beyond this many standard errors
 # A second, looser common W2 target (chosen after the first full run, where the
 # 1.1x target sat at the models' own error floor): the few-step regime.
 LOOSE = 2.0
-
-
-def _decimals(x: float, digits: int = 3) -> int:
-    """Decimals that show `x` to `digits` significant figures (none above that)."""
-    if x == 0 or not math.isfinite(x):
-        return 0
-    return max(0, digits - 1 - math.floor(math.log10(abs(x))))
-
-
-def _num(x: float | None, digits: int = 3, fixed: int | None = None) -> str:
-    if x is None or not math.isfinite(x):
-        return "–"
-    if x == 0 and fixed is None:
-        return "0"
-    return f"{x:,.{_decimals(x, digits) if fixed is None else fixed}f}"
 
 
 def _pm(mean: float, err: float, digits: int = 3) -> str:
@@ -42,12 +30,6 @@ def _mean(values: list[float], digits: int = 3) -> str:
     if len(values) == 1 or all(v == 0 for v in values):
         return _num(values[0], digits)
     return _pm(statistics.mean(values), statistics.stdev(values), digits)
-
-
-def _seeds(seeds: list[int]) -> str:
-    if len(seeds) > 2 and seeds == list(range(seeds[0], seeds[-1] + 1)):
-        return f"{seeds[0]}–{seeds[-1]}"
-    return ", ".join(map(str, seeds))
 
 
 def _label(schedule: str) -> str:

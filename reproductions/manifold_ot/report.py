@@ -1,29 +1,15 @@
 """The study's tables, computed from `results.json` alone."""
 
-import math
 import statistics
 from typing import Any
 
 from benchmarks._common import markdown_table
+from reproductions._format import decimals as _decimals
+from reproductions._format import num as _num
+from reproductions._format import seed_range as _seeds
 
 from .protocol import METHODS, TASKS
 from .study import nfe_to_quality
-
-
-def _decimals(x: float, digits: int = 3) -> int:
-    """Decimals that show `x` to `digits` significant figures (none above that)."""
-    if x == 0 or not math.isfinite(x):
-        return 0
-    return max(0, digits - 1 - math.floor(math.log10(abs(x))))
-
-
-def _num(x: float | None, digits: int = 3, fixed: int | None = None) -> str:
-    """`x` to `digits` significant figures, or to `fixed` decimals."""
-    if x is None or not math.isfinite(x):
-        return "–"
-    if x == 0 and fixed is None:
-        return "0"
-    return f"{x:,.{_decimals(x, digits) if fixed is None else fixed}f}"
 
 
 def _mean(values: list[float], digits: int = 3, fixed: int | None = None) -> str:
@@ -39,12 +25,6 @@ def _mean(values: list[float], digits: int = 3, fixed: int | None = None) -> str
         return "0"
     d = max(_decimals(mean, digits), _decimals(std, 1)) if fixed is None else fixed
     return f"{mean:,.{d}f} ± {std:,.{d}f}"
-
-
-def _seeds(seeds: list[int]) -> str:
-    if len(seeds) > 2 and seeds == list(range(seeds[0], seeds[-1] + 1)):
-        return f"{seeds[0]}–{seeds[-1]}"
-    return ", ".join(map(str, seeds))
 
 
 def _row(cell: dict[str, Any], solver: str) -> dict[str, Any]:
