@@ -190,6 +190,8 @@ def test_argument_errors_are_reported_before_jax_loads():
 # 6. Ctrl-C during start-up always ends the command, non-zero, with one line.
 
 
+# Slow (18 s of repeated start-ups; timing-sensitive under load).
+@pytest.mark.slow
 @pytest.mark.heavy
 def test_sigint_during_start_up_always_exits_non_zero_with_one_line(tmp_path):
     """SIGINT at 0.1-4 s after launch: imports, the backend's start, the build,
@@ -278,6 +280,9 @@ def test_summary_is_json_with_the_run_dir_line(issue_run):
     assert summary == json.loads((out / "summary.json").read_text())
 
 
+# Slow (27 s); test_cli.py::test_bench_runs_from_an_installed_package runs the
+# bench command by default.
+@pytest.mark.slow
 @pytest.mark.heavy
 def test_bench_writes_its_results_folder_and_no_tracked_file(tmp_path):
     """`flowlab bench` writes under `--out` only; the published pages stay as they are.

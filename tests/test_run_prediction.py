@@ -32,6 +32,8 @@ FACTOR = 1.5
 """How much worse than the velocity run's W2 the x1 run's may be (it was 1.13x)."""
 
 
+# Slow (15 s, two training runs); the conversions are tested in the library.
+@pytest.mark.slow
 @pytest.mark.heavy
 def test_an_x1_run_samples_like_a_velocity_run(tmp_path):
     w2 = {}

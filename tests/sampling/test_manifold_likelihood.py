@@ -108,6 +108,7 @@ def test_log_likelihood_is_the_flows_volume_change(manifold, base):
     np.testing.assert_allclose(ll[0], log_p0 - log_j, atol=1e-4)
 
 
+@pytest.mark.slow  # 13 s; the Euclidean Hutchinson checks run by default
 def test_hutchinson_is_unbiased_on_the_sphere():
     s2 = manifolds.Sphere(2)
     field = _field(s2, jnp.array([0.3, -1.0, 0.5]))

@@ -166,6 +166,7 @@ def test_an_adaptive_trajectory_follows_geodesics_between_steps():
     np.testing.assert_allclose(out.trajectory[-1], spun(X0), atol=1e-4)
 
 
+@pytest.mark.slow  # 13 s; the orders and on-manifold checks run by default
 @settings(max_examples=4)
 @given(st.floats(0.1, 3.0), st.integers(0, 2**31 - 1))
 def test_backward_integration_undoes_forward(t1, seed):
