@@ -78,3 +78,14 @@ def pytest_collection_modifyitems(config, items):
 def key():
     """A fixed PRNG key: every statistical check in the suite is deterministic."""
     return jax.random.key(0)
+
+
+@pytest.fixture(scope="module")
+def float32_runs():
+    """Float32 for a whole module (`pytestmark = usefixtures("float32_runs")`).
+
+    The modules that train runs use it: runs are float32, as users run them, while
+    this conftest enables x64 for the identity tests.
+    """
+    with jax.enable_x64(False):
+        yield

@@ -21,11 +21,8 @@ from flowlab.experiment import run_keys
 SHARED = pytest.mark.xdist_group("cli_run")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _float32():
-    """Runs are float32, as users run them (the root conftest enables x64)."""
-    with jax.enable_x64(False):
-        yield
+# Runs are float32, as users run them (the root conftest enables x64).
+pytestmark = pytest.mark.usefixtures("float32_runs")
 
 
 TINY = [

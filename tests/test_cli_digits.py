@@ -3,7 +3,6 @@
 import json
 import math
 
-import jax
 import numpy as np
 import pytest
 
@@ -15,7 +14,11 @@ from flowlab.experiment import build
 pytest.importorskip("sklearn")  # the `data` extra (in `dev`)
 
 # A real training run (tens of seconds on a loaded 2-core machine): scheduled first.
-pytestmark = [pytest.mark.xdist_group("cli_digits"), pytest.mark.heavy]
+pytestmark = [
+    pytest.mark.xdist_group("cli_digits"),
+    pytest.mark.heavy,
+    pytest.mark.usefixtures("float32_runs"),
+]
 
 TINY = [
     "steps=300",
@@ -34,13 +37,6 @@ TINY = [
     "sample.n_likelihood=48",
     "sample.divergence=exact",
 ]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _float32():
-    """Runs are float32, as users run them (the root conftest enables x64)."""
-    with jax.enable_x64(False):
-        yield
 
 
 @pytest.fixture(scope="module")

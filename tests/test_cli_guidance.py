@@ -3,7 +3,6 @@
 import json
 import re
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -13,7 +12,11 @@ from flowlab.cli import main
 from flowlab.config import dump_toml, load_config
 
 # A real training run (tens of seconds on a loaded 2-core machine): scheduled first.
-pytestmark = [pytest.mark.xdist_group("cli_guidance"), pytest.mark.heavy]
+pytestmark = [
+    pytest.mark.xdist_group("cli_guidance"),
+    pytest.mark.heavy,
+    pytest.mark.usefixtures("float32_runs"),
+]
 
 # Four blobs of std 0.4 at radius 4 (configs/blobs.toml's data set), 400 steps.
 TINY = [
@@ -29,13 +32,6 @@ TINY = [
     "model.depth=3",
 ]
 BLOBS = data.LabelledBlobs()
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _float32():
-    """Runs are float32, as users run them (the root conftest enables x64)."""
-    with jax.enable_x64(False):
-        yield
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@
 import json
 import math
 
-import jax
 import pytest
 
 from flowlab.cli import main
@@ -11,11 +10,8 @@ from flowlab.cli import main
 pytest.importorskip("sklearn")  # the `data` extra (in `dev`)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _float32():
-    """Runs are float32, as users run them (the root conftest enables x64)."""
-    with jax.enable_x64(False):
-        yield
+# Runs are float32, as users run them (the root conftest enables x64).
+pytestmark = pytest.mark.usefixtures("float32_runs")
 
 
 @pytest.mark.slow

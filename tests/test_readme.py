@@ -10,12 +10,8 @@ import pytest
 
 from flowlab import data, metrics, sampling
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _float32():
-    """Runs are float32, as users run them (the root conftest enables x64)."""
-    with jax.enable_x64(False):
-        yield
+# Runs are float32, as users run them (the root conftest enables x64).
+pytestmark = pytest.mark.usefixtures("float32_runs")
 
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
