@@ -41,6 +41,7 @@ __all__ = [
     "ScheduleOutput",
     "VE",
     "VP",
+    "bisect_time",
     "cond_ot",
     "cosine",
     "get",
@@ -372,6 +373,28 @@ def _endpoint(fn: Callable, name: str, t: int) -> float | None:
         return None
 
 
+def bisect_time(
+    above: Callable[[Float[Array, ""]], Array], like: Array, steps: int = 60
+) -> Float[Array, ""]:
+    r"""The root in $[0, 1]$ of an increasing condition, by `steps` halvings.
+
+    `above(t)` is true for times past the root (e.g. $\alpha_t > \kappa$); the
+    result has the shape and dtype of `like`. The generic inverses of `Schedule`
+    and of data-fitted schedules use it.
+    """
+
+    def body(_, bounds):
+        lo, hi = bounds
+        mid = 0.5 * (lo + hi)
+        past = above(mid)
+        return jnp.where(past, lo, mid), jnp.where(past, mid, hi)
+
+    lo, hi = jax.lax.fori_loop(
+        0, steps, body, (jnp.zeros_like(like), jnp.ones_like(like))
+    )
+    return 0.5 * (lo + hi)
+
+
 class Schedule(AbstractSchedule):
     r"""A schedule from two user functions; derivatives come from `jax.jvp`.
 
@@ -437,17 +460,8 @@ class Schedule(AbstractSchedule):
 
     def snr_inverse(self, snr: _Scalar) -> Float[Array, ""]:
         snr = jnp.asarray(snr, dtype=jnp.result_type(float))
-
-        def body(_, bounds):
-            lo, hi = bounds
-            mid = 0.5 * (lo + hi)
-            above = self.alpha_fn(mid) > snr * self.sigma_fn(mid)
-            return jnp.where(above, lo, mid), jnp.where(above, mid, hi)
-
-        lo, hi = jax.lax.fori_loop(
-            0, self.bisection_steps, body, (jnp.zeros_like(snr), jnp.ones_like(snr))
-        )
-        return 0.5 * (lo + hi)
+        above = lambda t: self.alpha_fn(t) > snr * self.sigma_fn(t)  # noqa: E731
+        return bisect_time(above, snr, self.bisection_steps)
 
     def kappa_inverse(self, kappa: _Scalar) -> Float[Array, ""]:
         r"""Bisection on $[0, 1]$ for $\alpha_t = \kappa$ (`bisection_steps` halvings).
@@ -456,20 +470,8 @@ class Schedule(AbstractSchedule):
         the nearer end.
         """
         kappa = jnp.asarray(kappa, dtype=jnp.result_type(kappa, float))
-
-        def body(_, bounds):
-            lo, hi = bounds
-            mid = 0.5 * (lo + hi)
-            above = self.alpha_fn(mid) > kappa
-            return jnp.where(above, lo, mid), jnp.where(above, mid, hi)
-
-        lo, hi = jax.lax.fori_loop(
-            0,
-            self.bisection_steps,
-            body,
-            (jnp.zeros_like(kappa), jnp.ones_like(kappa)),
-        )
-        return 0.5 * (lo + hi)
+        above = lambda t: self.alpha_fn(t) > kappa  # noqa: E731
+        return bisect_time(above, kappa, self.bisection_steps)
 
     def diffusion_noise_level(self, t: _Scalar) -> Float[Array, ""]:
         r"""$\sigma^2\dot\alpha/\alpha - \sigma\dot\sigma$ from the jvp derivatives."""

@@ -345,3 +345,12 @@ def test_a_schedule_without_kappa_inverse_is_abstract():
 
     with pytest.raises(TypeError, match="kappa_inverse"):
         NoKappaInverse()
+
+
+def test_bisect_time_finds_the_root_of_an_increasing_condition():
+    like = jnp.zeros((3,), jnp.float64)
+    roots = jnp.array([0.0, 0.3, 0.999])
+    t = schedules.bisect_time(lambda u: u**2 > roots**2, like)
+    assert t.shape == (3,)
+    assert t.dtype == jnp.float64
+    np.testing.assert_allclose(t, roots, atol=1e-15)

@@ -50,7 +50,7 @@ from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 from .. import _checks, registry
 from .._checks import scalar_time as _as_time
-from ..schedules import AbstractSchedule, ScheduleOutput
+from ..schedules import AbstractSchedule, ScheduleOutput, bisect_time
 
 __all__ = [
     "DataSeparation",
@@ -368,17 +368,7 @@ class KineticOptimal(AbstractSchedule):
     def kappa_inverse(self, kappa: _Scalar) -> Float[Array, ""]:
         r"""The time at which $\alpha_t$ equals `kappa` (bisection; it increases)."""
         kappa = jnp.asarray(kappa, self.g.dtype)
-
-        def body(_, bounds):
-            lo, hi = bounds
-            mid = 0.5 * (lo + hi)
-            above = self(mid).alpha > kappa
-            return jnp.where(above, lo, mid), jnp.where(above, mid, hi)
-
-        lo, hi = jax.lax.fori_loop(
-            0, 60, body, (jnp.zeros_like(kappa), jnp.ones_like(kappa))
-        )
-        return 0.5 * (lo + hi)
+        return bisect_time(lambda t: self(t).alpha > kappa, kappa)
 
     def diffusion_noise_level(self, t: _Scalar) -> Float[Array, ""]:
         r"""$\sigma^2\dot\alpha/\alpha - \sigma\dot\sigma$."""
