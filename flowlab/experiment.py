@@ -157,9 +157,15 @@ def _fit_data(config: TrainConfig, target, schedule: str) -> dict:
     wanted = registry.accepted("schedule", schedule, {"x1": None, "key": None})
     if "x1" not in wanted:
         return {}
+    n = config.path.fit_points
+    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
+        raise ConfigError(
+            f"path.fit_points must be an int >= 2 (the draws of data.target that "
+            f"path.schedule = {schedule!r} is fitted on), got {n!r}."
+        )
     key = jax.random.fold_in(jax.random.key(config.seed), 2)
     k_data, k_fit = jax.random.split(key)
-    fit = {"x1": target.sample(k_data, config.path.fit_points)}
+    fit = {"x1": target.sample(k_data, n)}
     if "key" in wanted:
         fit["key"] = k_fit
     return fit

@@ -186,6 +186,15 @@ def test_config_fits_it_on_the_target_reproducibly():
     np.testing.assert_array_equal(a.g, b.g)
 
 
+@pytest.mark.parametrize("n", [1, -5])
+def test_config_refuses_too_few_fit_points_before_work(n):
+    config = cfg.load_config(
+        "moons", ["path.schedule=kinetic_optimal", f"path.fit_points={n}"]
+    )
+    with pytest.raises(cfg.ConfigError, match="path.fit_points must be an int >= 2"):
+        experiment.build(config)
+
+
 @pytest.mark.parametrize(
     ("x1", "match"),
     [
