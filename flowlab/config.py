@@ -206,6 +206,13 @@ class TrainConfig:
     `cond_dropout` is the share of rows trained with the null condition, so that
     `flowlab sample --cond/--guidance` can guide (`flowlab.conditioning`).
 
+    `loss` names the regression (`flowlab.registry`, kind `loss`):
+    `flow_matching` (with `prediction` and `time_sampler`), or a flow-map loss
+    that needs no teacher, `mean_flow`, `shortcut` or `consistency_training`
+    (`flowlab.flowmaps`; on the run's path, with the loss's own times); a
+    flow-map run's network reads two times and `flowlab sample RUN --steps 1`
+    jumps in one evaluation.
+
     `coupling` names a coupling of `flowlab.registry` (kind `coupling`),
     `coupling_args` sets its arguments, and on more than one device each device
     couples its own shard of the batch unless `global_coupling` is set.
@@ -220,6 +227,7 @@ class TrainConfig:
     checkpoint_every: int = 5_000
     ema_decay: float = 0.999
     cond_dropout: float = 0.0
+    loss: str = "flow_matching"
     prediction: str = "velocity"
     time_sampler: str = "uniform"
     coupling: str = "independent"

@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from . import data, losses, models, registry
+from . import data, flowmaps, losses, models, registry
 from .conditioning import check_dropout
 from .config import ConfigError, CouplingArgsConfig, TrainConfig, to_dict
 from .training import make_optimizer
@@ -35,6 +35,9 @@ class Experiment(NamedTuple):
     """The manifold of the data (`None` for Euclidean data), from `data.target`."""
     condition: Any = None
     """The condition of a labelled `data.target` (`flowlab.conditioning`), or `None`."""
+    flow_map: Any = None
+    """The run's `flowlab.flowmaps.AverageVelocityMap` for a flow-map `loss`, else
+    `None` (a velocity model, sampled by an ODE solver)."""
 
 
 def _named(key: str, fn, /, *args, **kwargs):
@@ -223,13 +226,8 @@ def build(config: TrainConfig) -> Experiment:
             f"path.name: data.target lies on {manifold!r}, so the path must run on "
             f"it: path.name = 'geodesic' (got {p.name!r})."
         )
-    loss = _named(
-        "prediction",
-        losses.FlowMatchingLoss,
-        path,
-        prediction=config.prediction,
-        time_sampler=sampler,
-    )
+    loss = _loss(config, path, sampler, manifold, condition)
+    flow_map = isinstance(loss, flowmaps.AbstractFlowMapLoss)
     m = config.model
     _named("model.name", registry.lookup, "model", m.name)
     settings = registry.accepted("model", m.name, to_dict(m))
@@ -238,7 +236,15 @@ def build(config: TrainConfig) -> Experiment:
         settings.update(registry.accepted("model", m.name, condition.model_settings))
     module = _named("model.name", registry.build, "model", m.name, **settings)
     init_key = jax.random.fold_in(jax.random.key(config.seed), 1)
-    if manifold is None:
+    if flow_map:  # a network of (t, s - t)
+        flow_map, model_fn, params_ = _named(
+            "model",
+            flowmaps.init_flow_map,
+            module,
+            init_key,
+            jnp.zeros(target.event_shape),
+        )
+    elif manifold is None:
         example = jnp.zeros(target.event_shape)
         model_fn, params_ = _named(
             "model",
@@ -282,7 +288,36 @@ def build(config: TrainConfig) -> Experiment:
         coupling,
         manifold,
         condition,
+        flow_map or None,
     )
+
+
+def _loss(config: TrainConfig, path, sampler, manifold, condition):
+    """The loss `config.loss` on `path`; a flow-map loss only where it applies."""
+    name = config.loss
+    _named("loss", registry.lookup, "loss", name)
+    if name == "flow_matching":
+        return _named(
+            "prediction",
+            losses.FlowMatchingLoss,
+            path,
+            prediction=config.prediction,
+            time_sampler=sampler,
+        )
+    why = None
+    if manifold is not None:
+        why = "data on a manifold"
+    elif condition is not None:
+        why = "a labelled data.target"
+    elif config.prediction != "velocity":
+        why = f"prediction = {config.prediction!r} (a flow map predicts the jump)"
+    if why is not None:
+        raise ConfigError(
+            f"loss: {name!r} trains a Euclidean, unconditional flow map; it "
+            f"does not take {why}. Use loss = "
+            "'flow_matching' for that run."
+        )
+    return _named("loss", registry.build, "loss", name, path=path)
 
 
 def run_keys(config: TrainConfig) -> dict[str, jax.Array]:

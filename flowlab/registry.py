@@ -81,6 +81,7 @@ KINDS: Mapping[str, str] = types.MappingProxyType(
         "manifold": "manifold",
         "path": "path",
         "model": "model",
+        "loss": "loss",
     }
 )
 """The kinds of names and how error messages call them."""
@@ -105,6 +106,7 @@ _PROVIDERS: Mapping[str, str] = types.MappingProxyType(
         "manifold": "flowlab.manifolds",
         "path": "flowlab.paths",
         "model": "flowlab.models",
+        "loss": "flowlab.flowmaps",
     }
 )
 """The module whose import registers the built-in names of each kind."""

@@ -63,14 +63,17 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 def _velocity(exp: Experiment):
-    """The velocity field of the run's model, whatever `config.prediction` it has.
+    r"""The velocity field of the run's model, whatever `config.prediction` it has.
 
     A model trained on `x1`, `x0`/`epsilon` or `score` is converted by the loss's
-    path (`flowlab.sampling.velocity_field`). A conditional run's model is
+    path (`flowlab.sampling.velocity_field`); a flow map gives its instantaneous
+    velocity, $\partial_s X(t, s, x)$ at $s = t$. A conditional run's model is
     evaluated on the null condition: its unconditional field.
     """
     from .sampling import velocity_field
 
+    if exp.flow_map is not None:  # the map's s -> t limit
+        return exp.flow_map.velocity_field()
     null = None if exp.condition is None else exp.condition.null(1)[0]
 
     def model(t, x, params):
@@ -84,6 +87,16 @@ def _draw(
 ):
     s = exp.config.sample
     x0 = exp.source.sample(key, n)
+    if exp.flow_map is not None:  # jumps, one evaluation each
+        from .flowmaps import sample_flow_map
+
+        return sample_flow_map(
+            exp.flow_map,
+            params,
+            x0,
+            steps=_jumps(exp, steps),
+            save_trajectory=bool(trajectory),
+        )
     return sample_ode(
         _velocity(exp),
         x0,
@@ -115,6 +128,29 @@ def _solver_text(solver: str, steps: int | None) -> str:
     return f"{solver} (adaptive)" if steps is None else f"{solver}, {steps} steps"
 
 
+def _jumps(exp: Experiment, steps: int | None) -> int:
+    """A flow-map run's number of jumps: `steps`, else `sample.steps`, else 1."""
+    if steps is not None:
+        return steps
+    return 1 if exp.config.sample.steps is None else exp.config.sample.steps
+
+
+def _how(exp: Experiment, solver: str | None, steps: int | None) -> str:
+    """How a run samples, for the log lines: the solver, or the flow map's jumps."""
+    if exp.flow_map is not None:
+        k = _jumps(exp, steps)
+        return f"the flow map, {k} jump{'s' * (k != 1)}"
+    s = exp.config.sample
+    return _solver_text(solver or s.solver, steps if steps is not None else s.steps)
+
+
+def _solver_name(exp: Experiment) -> str:
+    """The summary's `solver`: the ODE solver, or `flow_map_<k>` for jumps."""
+    if exp.flow_map is not None:
+        return f"flow_map_{_jumps(exp, None)}"
+    return exp.config.sample.solver
+
+
 # The time of scipy's Jonker-Volgenant assignment (metrics.wasserstein2) grows
 # as about n^2.5 on 2-D point sets: from n/4 to n points it grew 21x (moons
 # samples, n = 2,000), 26x (n = 4,000) and 40x (Gaussians, n = 2,000), measured.
@@ -140,11 +176,10 @@ def _about(seconds: float) -> str:
 
 def _evaluate(exp: Experiment, params, log_fn: LogFn | None = None) -> dict[str, Any]:
     report = _reporter(log_fn)
-    s = exp.config.sample
     keys = run_keys(exp.config)
     test = exp.target.held_out(keys["test"], exp.config.data.n_test)
     n = exp.config.data.n_test
-    report(f"sampling {n:,} points with {_solver_text(s.solver, s.steps)} ...")
+    report(f"sampling {n:,} points with {_how(exp, None, None)} ...")
     t0 = time.perf_counter()
     out = _draw(exp, params, keys["sample"], n)
     jax.block_until_ready(out.x)
@@ -164,7 +199,7 @@ def _evaluate(exp: Experiment, params, log_fn: LogFn | None = None) -> dict[str,
         "w2": metrics.wasserstein2(out.x, test),
         "mmd2_unbiased": float(metrics.mmd(out.x, test)),
         "nfe": int(out.nfe),
-        "solver": exp.config.sample.solver,
+        "solver": _solver_name(exp),
         "n_eval": n,
         "sample_seconds": sample_time,
     }
@@ -183,7 +218,7 @@ def _plot(exp: Experiment, params, path: Path, log_fn: LogFn | None = None) -> N
     if _image_run.is_image_run(exp):  # image grids, not a scatter
         tmp = path.with_name(f".{path.stem}.tmp.png")
         x = _draw(exp, params, keys["sample"], 64).x
-        _image_run.plot(exp, test, x, tmp, f"samples ({exp.config.sample.solver})")
+        _image_run.plot(exp, test, x, tmp, f"samples ({_solver_name(exp)})")
         os.replace(tmp, path)
         if exp.condition is not None:  # a labelled set: guided samples
             grid = path.with_name("guided_grid.png")
@@ -209,7 +244,7 @@ def _plot(exp: Experiment, params, path: Path, log_fn: LogFn | None = None) -> N
     for i in range(min(24, n)):
         axes[1].plot(traj[:, i, 0], traj[:, i, 1], lw=0.7, color="k", alpha=0.6)
     axes[1].scatter(traj[0, :24, 0], traj[0, :24, 1], s=8, color="k")
-    axes[1].set_title(f"samples ({exp.config.sample.solver}) and trajectories")
+    axes[1].set_title(f"samples ({_solver_name(exp)}) and trajectories")
     if labelled:
         _plot_classes(exp, params, keys["sample"], n, axes[2])
     for ax in axes:
@@ -565,12 +600,17 @@ def sample_run(
             log_fn,
         )  # fmt: skip
     kind = solver_kind(exp.manifold)
+    if solver is not None and exp.flow_map is not None:
+        raise ConfigError(
+            f"--solver {solver!r}: the run trained a flow map (loss = "
+            f"{exp.config.loss!r}), which samples by jumps, not by an ODE solver; "
+            "pass --steps K for K jumps."
+        )
     if solver is not None and solver not in registry.table(kind):
         raise ConfigError(
             f"--solver {solver!r} is not one of {list(registry.names(kind))}."
         )
-    s = exp.config.sample
-    how = _solver_text(solver or s.solver, steps if steps is not None else s.steps)
+    how = _how(exp, solver, steps)
     _reporter(log_fn)(
         f"sampling {n:,} points with {how}, from the checkpoint at step "
         f"{int(state.step)} ..."

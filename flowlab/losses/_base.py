@@ -126,6 +126,14 @@ class AbstractLoss(eqx.Module):
 
     weight_fn: eqx.AbstractVar[WeightFn | None]
 
+    def check_event_shape(self, event_shape: tuple[int, ...]) -> None:
+        """A `ValueError` if this loss cannot train on samples of `event_shape`.
+
+        `fit` calls it with its target sampler's event shape before any work (a
+        distillation loss checks its teacher); the default accepts any.
+        """
+        del event_shape
+
     @abc.abstractmethod
     def marginals(self, key: PRNGKeyArray, source: Any, x1: Array) -> tuple[Array, ...]:
         """The marginal batches a coupling may re-pair, from a data batch `x1`."""

@@ -45,18 +45,25 @@ def sinusoidal_embedding(
 
     Frequencies are geometric from 1 to `max_period`; times in $[0, 1]$ are scaled by
     1000 first, as in diffusion models, so the low frequencies resolve the unit
-    interval.
+    interval. A vector of times (a flow map's start time and gap) gives the
+    features of each, concatenated: `dim` per time.
     """
     if dim % 2:
         raise ValueError(f"the time embedding dimension must be even, got {dim}.")
+    t = jnp.asarray(t)
+    if t.ndim == 1:  # several times (a flow map's (t, s - t)): features of each
+        return jnp.concatenate([sinusoidal_embedding(ti, dim, max_period) for ti in t])
     half = dim // 2
     freqs = jnp.exp(-math.log(max_period) * jnp.arange(half) / half)
-    angles = 1000.0 * jnp.asarray(t) * freqs
+    angles = 1000.0 * t * freqs
     return jnp.concatenate([jnp.cos(angles), jnp.sin(angles)])
 
 
 class MLP(nn.Module):
     """An MLP `(t, x, cond) -> v` on one sample, output shaped like `x`.
+
+    `t` is a scalar, or a vector of times whose features are concatenated (a
+    flow-map network reads `(t, s - t)`, `flowlab.flowmaps`).
 
     Attributes:
         width: hidden layer width.
@@ -90,12 +97,13 @@ class MLP(nn.Module):
                 f"got {self.activation!r}."
             )
         t = jnp.asarray(t, x.dtype)
-        if t.ndim != 0:
+        if t.ndim > 1:
             raise ValueError(
-                f"MLP acts on one sample: t must be a scalar, got shape {t.shape}."
+                "MLP acts on one sample: t must be a scalar (or a vector of times, "
+                f"a flow map's (t, s - t)), got shape {t.shape}."
             )
         if self.time_embedding == "identity":
-            t_features = t[None]
+            t_features = t.reshape(-1)
         elif self.time_embedding == "sinusoidal":
             t_features = sinusoidal_embedding(t, self.time_dim).astype(x.dtype)
         else:

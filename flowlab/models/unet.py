@@ -100,9 +100,10 @@ class UNet(nn.Module):
                 "image_shape must be (height, width, channels), got "
                 f"{tuple(self.image_shape)}."
             )
-        if t.ndim != 0:
+        if t.ndim > 1:
             raise ValueError(
-                f"UNet acts on one sample: t must be a scalar, got shape {t.shape}."
+                "UNet acts on one sample: t must be a scalar (or a vector of times, "
+                f"a flow map's (t, s - t)), got shape {t.shape}."
             )
         if x.size != math.prod(self.image_shape):
             raise ValueError(

@@ -233,6 +233,8 @@ def fit(
     positive_int("log_every", log_every)
     _checks.sampler("source", source, AbstractSampler, none=True)
     _checks.sampler("target", target, AbstractSampler, batches=True)
+    if isinstance(target, AbstractSampler):
+        loss.check_event_shape(target.event_shape)
     if state is None:
         _checks.key(key)  # validated; a legacy uint32 key stays as given
     if checkpoint_every is not None and out_dir is None:

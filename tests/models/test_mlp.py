@@ -209,7 +209,7 @@ def test_bad_time_embedding_raises():
 def test_non_scalar_time_raises():
     model_fn, params = _init(models.MLP(width=8, depth=1), (2,))
     with pytest.raises(ValueError, match="t must be a scalar"):
-        model_fn(params, jnp.zeros(4), jnp.zeros(2, jnp.float32))
+        model_fn(params, jnp.zeros((2, 2)), jnp.zeros(2, jnp.float32))
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])

@@ -1,0 +1,104 @@
+r"""Few-step generation: flow maps `X(t, s, x)` and the losses that train them.
+
+A flow map jumps a point from time `t` to time `s` in one network evaluation, so a
+sample takes 1, 2 or 4 evaluations instead of an ODE solve's hundred. Every map is
+called per sample as `flow_map(params, t, s, x, cond)` and satisfies
+`X(t, t, x) = x`; `sample_flow_map` jumps a batch through any monotone list of
+times.
+
+- Maps (`flowlab.flowmaps._maps`): `AverageVelocityMap(model_fn)` (a network of
+  the average velocity over `[t, s]`, `init_flow_map`), `EulerMap(model_fn)` (one
+  Euler step of a velocity model), and `Teacher(v, args)`, a velocity to distil.
+- Losses through `fit` (`flowlab.flowmaps._losses`): `MeanFlowLoss`,
+  `ShortcutLoss`, `ConsistencyTraining`, `ConsistencyDistillation`,
+  `LagrangianDistillation`, `EulerianDistillation`.
+- Reflow (`flowlab.flowmaps._reflow`): `reflow_pairs`, `ReflowLoss`, `reflow`
+  (`k` rounds).
+
+See the "Few-step sampling" page of the docs for the mathematics and when to use
+which.
+"""
+
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+from jaxtyping import Array, PRNGKeyArray, PyTree
+
+from .. import registry
+from ..losses import FlowMatchingLoss
+from ._losses import (
+    AbstractFlowMapLoss,
+    ConsistencyDistillation,
+    ConsistencyTraining,
+    EulerianDistillation,
+    FlowMapTimes,
+    LagrangianDistillation,
+    MeanFlowLoss,
+    ShortcutLoss,
+)
+from ._maps import (
+    AbstractFlowMap,
+    AverageVelocityMap,
+    EulerMap,
+    InstantaneousField,
+    Teacher,
+    check_time,
+)
+from ._reflow import ReflowLoss, ReflowRound, reflow, reflow_pairs
+from ._sample import FlowMapSolution, flow_map_times, sample_flow_map
+
+__all__ = [
+    "AbstractFlowMap",
+    "AbstractFlowMapLoss",
+    "AverageVelocityMap",
+    "ConsistencyDistillation",
+    "ConsistencyTraining",
+    "EulerMap",
+    "EulerianDistillation",
+    "FlowMapSolution",
+    "FlowMapTimes",
+    "InstantaneousField",
+    "LagrangianDistillation",
+    "MeanFlowLoss",
+    "ReflowLoss",
+    "ReflowRound",
+    "ShortcutLoss",
+    "Teacher",
+    "check_time",
+    "flow_map_times",
+    "init_flow_map",
+    "reflow",
+    "reflow_pairs",
+    "sample_flow_map",
+]
+
+
+def init_flow_map(
+    module: nn.Module, key: PRNGKeyArray, x: Array, cond: Any = None
+) -> tuple[AverageVelocityMap, Any, PyTree]:
+    """Initialise a flax network of two times as an `AverageVelocityMap`.
+
+    `module(times, x, cond)` acts on one sample with `times = (t, s - t)`
+    (`flowlab.models.MLP` and `UNet` take a vector of times).
+
+    Returns:
+        `(flow_map, model_fn, params)`: the map to sample with, and the per-sample
+        network `model_fn(params, times, x, cond)` and parameters to `fit` with a
+        flow-map loss.
+    """
+    from ..models import apply_fn
+
+    x = jnp.asarray(x)
+    variables = module.init(key, jnp.zeros((2,), x.dtype), x, cond)
+    model_fn = apply_fn(module)
+    return AverageVelocityMap(model_fn), model_fn, variables["params"]
+
+
+for _name, _cls in (
+    ("flow_matching", FlowMatchingLoss),
+    ("mean_flow", MeanFlowLoss),
+    ("shortcut", ShortcutLoss),
+    ("consistency_training", ConsistencyTraining),
+):
+    registry.register("loss", _name, _cls)
