@@ -304,7 +304,21 @@ def _loss(config: TrainConfig, path, sampler, manifold, condition):
             prediction=config.prediction,
             time_sampler=sampler,
         )
+    loss = _named(
+        "loss",
+        registry.build,
+        "loss",
+        name,
+        **registry.accepted("loss", name, {"path": path}),
+    )
+    if not isinstance(loss, losses.AbstractLoss):
+        raise ConfigError(
+            f"loss: {name!r} built a {type(loss).__name__}, not a "
+            "flowlab.losses.AbstractLoss."
+        )
     why = None
+    if not isinstance(loss, flowmaps.AbstractFlowMapLoss):
+        return loss
     if manifold is not None:
         why = "data on a manifold"
     elif condition is not None:
@@ -314,10 +328,9 @@ def _loss(config: TrainConfig, path, sampler, manifold, condition):
     if why is not None:
         raise ConfigError(
             f"loss: {name!r} trains a Euclidean, unconditional flow map; it "
-            f"does not take {why}. Use loss = "
-            "'flow_matching' for that run."
+            f"does not take {why}. Use loss = 'flow_matching' for that run."
         )
-    return _named("loss", registry.build, "loss", name, path=path)
+    return loss
 
 
 def run_keys(config: TrainConfig) -> dict[str, jax.Array]:

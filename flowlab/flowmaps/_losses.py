@@ -400,6 +400,9 @@ class AbstractMapDistillation(AbstractFlowMapLoss):
     teacher: eqx.AbstractVar[Teacher]
     time_sampler: eqx.AbstractVar[TimeSampler]
 
+    def __check_init__(self):
+        _check_teacher(self.teacher)
+
     def check_event_shape(self, event_shape):
         """The teacher must map samples of the data's `event_shape`."""
         self.teacher.check("teacher", event_shape)
@@ -435,9 +438,6 @@ class LagrangianDistillation(AbstractMapDistillation):
     time_sampler: TimeSampler = eqx.field(static=True, default=UniformTime())
     weight_fn: Any = eqx.field(static=True, default=None)
 
-    def __check_init__(self):
-        _check_teacher(self.teacher)
-
     def error(self, fmap, params, t, s, m, x, target, cond):
         del m, target
         end, d_end = jax.jvp(
@@ -463,9 +463,6 @@ class EulerianDistillation(AbstractMapDistillation):
     path: AbstractPath = eqx.field(default_factory=_cond_ot_path)
     time_sampler: TimeSampler = eqx.field(static=True, default=UniformTime())
     weight_fn: Any = eqx.field(static=True, default=None)
-
-    def __check_init__(self):
-        _check_teacher(self.teacher)
 
     def error(self, fmap, params, t, s, m, x, target, cond):
         del m

@@ -227,6 +227,7 @@ def run_cell(task: str, seed: int, quick: bool = False) -> dict[str, Any]:
         "task": task,
         "seed": seed,
         "settings": s,
+        "n_eval_used": n,
         "teacher_seconds": teacher_seconds,
         "teacher": rows,
         "methods": methods,
@@ -321,6 +322,31 @@ def build_table(cells: list[dict]) -> tuple[str, dict[str, Any]]:
     return "\n".join(lines), checks
 
 
+def verdict(checks: dict[str, Any], cells: list[dict]) -> str:
+    """The acceptance, method by method: which meet the 1- and 4-step bars."""
+    lines = []
+    for task, check in checks.items():
+        seeds = seed_range(sorted(c["seed"] for c in cells if c["task"] == task))
+        n = next(c.get("n_eval_used", c["settings"]["n_eval"])
+                 for c in cells if c["task"] == task)  # fmt: skip
+        ref = check["teacher_euler100_w2"]
+        both = [m for m, v in check["methods"].items()
+                if v["meets_1_step"] and v["meets_4_steps"]]  # fmt: skip
+        ratios = ", ".join(
+            f"{m} {v['ratio_1']:.2f}× / {v['ratio_4']:.2f}×"
+            for m, v in sorted(
+                check["methods"].items(), key=lambda kv: kv[1]["ratio_1"]
+            )
+        )
+        lines.append(
+            f"- **{task}** (seeds {seeds}, W2 on {n:,} vs {n:,} points): the "
+            f"teacher's 100-step W2 is {num(ref)}; W2 at 1 / 4 steps over it, best "
+            f"first: {ratios}. Both bars (≤ 1.5× at 1 step, ≤ 1.2× at 4): "
+            f"{', '.join(both) if both else 'none (a miss)'}."
+        )
+    return "\n".join(lines)
+
+
 def plot(out: Path, task: str = "moons", seed: int = 0) -> Path | None:
     """Samples at one step of each method beside the data (one task, one seed)."""
     path = out / "cells" / f"{task}_seed{seed}.npz"
@@ -361,7 +387,8 @@ def table(out: Path) -> str:
     write_atomic(out / "table.md", text + "\n")
     plot(out)
     if out == RESULTS and README.exists():
-        write_atomic(README, replace_blocks(README.read_text(), {"results": text}))
+        blocks = {"results": text, "verdict": verdict(checks, cells)}
+        write_atomic(README, replace_blocks(README.read_text(), blocks))
     return text
 
 

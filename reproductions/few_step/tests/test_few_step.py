@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+from benchmarks._common import blocks
 from reproductions.few_step import run
 
 
@@ -44,6 +45,17 @@ def test_the_checks_say_which_methods_meet_the_bar():
     assert bad["meets_4_steps"]
     assert "| moons | good | 0, 1 | 0.140 ± 0.014 |" in text
     assert "teacher, 100 Euler (NFE 100)" in text
+    line = run.verdict(checks, [{**c, "settings": {"n_eval": 100}} for c in cells])
+    assert "good 1.40× / 1.10×, bad 1.60× / 1.00×" in line
+    assert line.endswith("Both bars (≤ 1.5× at 1 step, ≤ 1.2× at 4): good.")
+
+
+def test_the_readme_blocks_are_the_table_of_the_results():
+    results = json.loads((run.RESULTS / "results.json").read_text())
+    text, checks = run.build_table(results["cells"])
+    readme = blocks(run.README.read_text())
+    assert readme["results"] == text
+    assert readme["verdict"] == run.verdict(checks, results["cells"])
 
 
 @pytest.mark.slow
