@@ -115,6 +115,11 @@ class AbstractFlowMapLoss(AbstractLoss):
     ) -> Float[Array, ""]:
         """The squared error of one row."""
 
+    def __call__(self, model_fn, params, key, x0, x1, cond=None) -> Regression:
+        """The loss on a batch of pairs: `prepare`, then `regress`."""
+        t, ps, target = self.prepare(key, x0, x1)
+        return self.regress(model_fn, params, t, ps.xt, target, cond)
+
     def regress(self, model_fn, params, t, xt, target, cond=None) -> Regression:
         """The mean error over the rows of the flow map of `model_fn`."""
         fmap = AverageVelocityMap(model_fn)
@@ -412,12 +417,16 @@ class AbstractMapDistillation(AbstractFlowMapLoss):
         self.check_event_shape(x1.shape[1:])
         return draw_source(key, source, x1)
 
+    def start_target(self, t, xt) -> Array | None:
+        """What `error` reads of the teacher at the start points (default nothing)."""
+        del t, xt
+
     def prepare(self, key, x0, x1):
-        """Ordered times `t <= s`, `x_t` on the path, and the teacher at `(t, x_t)`."""
+        """Ordered times `t <= s`, `x_t` on the path, and `start_target`."""
         k_t, k_path = jax.random.split(key)
         t, s = _ordered(k_t, self.time_sampler, x1.shape[0], x1.dtype)
         ps = self._path_samples(k_path, x0, x1, t)
-        return FlowMapTimes(t, s, t), ps, jax.vmap(self.teacher)(t, ps.xt)
+        return FlowMapTimes(t, s, t), ps, self.start_target(t, ps.xt)
 
 
 class LagrangianDistillation(AbstractMapDistillation):
@@ -463,6 +472,10 @@ class EulerianDistillation(AbstractMapDistillation):
     path: AbstractPath = eqx.field(default_factory=_cond_ot_path)
     time_sampler: TimeSampler = eqx.field(static=True, default=UniformTime())
     weight_fn: Any = eqx.field(static=True, default=None)
+
+    def start_target(self, t, xt):
+        """The teacher's velocity at the start points, $v^{teacher}(t, x_t)$."""
+        return jax.vmap(self.teacher)(t, xt)
 
     def error(self, fmap, params, t, s, m, x, target, cond):
         del m

@@ -123,15 +123,17 @@ def reflow(
     steps: int,
     batch_size: int,
     solver: str = "dopri5",
+    solver_steps: int | None = None,
     **fit_kwargs: Any,
 ) -> list[ReflowRound]:
     """`rounds` rounds of reflow from `teacher`; each student is the next teacher.
 
     Round `r` draws `pairs` pairs with the current teacher (`reflow_pairs`), then
     trains `model_fn` from the previous round's parameters (`params` in the first)
-    for `steps` steps of `ReflowLoss` with `fit`; the next teacher is the student's
-    EMA velocity `model_fn(ema_params, t, x, None)`. `fit_kwargs` go to `fit`
-    (e.g. `optimizer`, `progress=False`).
+    for `steps` steps of `ReflowLoss` with `fit` (the pairs are solved with
+    `solver`, in `solver_steps` fixed steps when given); the next teacher is the
+    student's EMA velocity `model_fn(ema_params, t, x, None)`. `fit_kwargs` go to
+    `fit` (e.g. `optimizer`, `progress=False`).
     """
     from ..training import fit
 
@@ -141,7 +143,9 @@ def reflow(
     for r in range(rounds):
         k_pairs, k_fit = jax.random.split(jax.random.fold_in(key, r))
         t0 = time.perf_counter()
-        data = reflow_pairs(k_pairs, teacher, source, pairs, solver=solver)
+        data = reflow_pairs(
+            k_pairs, teacher, source, pairs, solver=solver, steps=solver_steps
+        )
         jax.block_until_ready(data)
         t1 = time.perf_counter()
         result = fit(

@@ -223,3 +223,15 @@ def test_vector_times_embed_each_time():
 
 def test_path_argument_is_a_cond_ot_path_by_default():
     assert flowmaps.MeanFlowLoss().path == AffinePath(cond_ot())
+
+
+def test_a_flow_map_loss_is_called_on_a_batch_like_flow_matching():
+    loss = flowmaps.LagrangianDistillation(EXACT_TEACHER)
+    x0, x1 = _batch()
+    value, aux = loss(gm.exact_model_fn, None, jax.random.key(0), x0, x1)
+    t, ps, target = loss.prepare(jax.random.key(0), x0, x1)
+    assert target is None  # the Lagrangian error reads the teacher at the ends only
+    assert float(value) == float(
+        loss.regress(gm.exact_model_fn, None, t, ps.xt, target)[0]
+    )
+    assert aux.t.shape == (64,)
