@@ -75,12 +75,21 @@ __all__ = [
 
 
 def init_flow_map(
-    module: nn.Module, key: PRNGKeyArray, x: Array, cond: Any = None
+    module: nn.Module,
+    key: PRNGKeyArray,
+    x: Array,
+    cond: Any = None,
+    *,
+    velocity_params: PyTree | None = None,
 ) -> tuple[AverageVelocityMap, Any, PyTree]:
     """Initialise a flax network of two times as an `AverageVelocityMap`.
 
     `module(times, x, cond)` acts on one sample with `times = (t, s - t)`
-    (`flowlab.models.MLP` and `UNet` take a vector of times).
+    (`flowlab.models.MLP` and `UNet` take a vector of times). With
+    `velocity_params`, the parameters of the same module trained as a velocity
+    model (one time: a teacher), the map starts from them
+    (`module.two_time_params`, e.g. `MLP.two_time_params`): one Euler step of the
+    teacher, which the losses then refine; `key` is then unused.
 
     Returns:
         `(flow_map, model_fn, params)`: the map to sample with, and the per-sample
@@ -90,8 +99,17 @@ def init_flow_map(
     from ..models import apply_fn
 
     x = jnp.asarray(x)
-    variables = module.init(key, jnp.zeros((2,), x.dtype), x, cond)
     model_fn = apply_fn(module)
+    if velocity_params is not None:
+        if not hasattr(module, "two_time_params"):
+            raise TypeError(
+                f"velocity_params: {type(module).__name__} has no two_time_params "
+                "method to turn a one-time network's parameters into two-time ones; "
+                "initialise from a key instead."
+            )
+        params = module.two_time_params(velocity_params, x.size)
+        return AverageVelocityMap(model_fn), model_fn, params
+    variables = module.init(key, jnp.zeros((2,), x.dtype), x, cond)
     return AverageVelocityMap(model_fn), model_fn, variables["params"]
 
 

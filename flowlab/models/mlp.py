@@ -83,6 +83,25 @@ class MLP(nn.Module):
     time_dim: int = 16
     num_classes: int | None = None
 
+    def two_time_params(self, params, event_size: int):
+        """`params` of this network on one time, as parameters for two times.
+
+        The features of the second time (a flow map's gap $s - t$) get zero
+        weights, so the two-time network computes, for every gap, what `params`
+        computes at `t`: the flow map `flowmaps.AverageVelocityMap` of the result
+        starts as one Euler step of the velocity model (how a flow map is
+        initialised from a teacher, `flowmaps.init_flow_map(velocity_params=)`).
+        """
+        k = 1 if self.time_embedding == "identity" else self.time_dim
+        kernel = params["Dense_0"]["kernel"]
+        at = event_size + k  # after the sample's and the first time's features
+        gap = jnp.zeros((k, kernel.shape[1]), kernel.dtype)
+        first = {
+            **params["Dense_0"],
+            "kernel": jnp.concatenate([kernel[:at], gap, kernel[at:]]),
+        }
+        return {**params, "Dense_0": first}
+
     @nn.compact
     def __call__(
         self,

@@ -74,6 +74,12 @@ METHODS = (
 )
 EXTRA = {"moons": ("mean_flow_p1",)}
 """Variants run on one task only: MeanFlow with the paper's adaptive weight p = 1."""
+ADDED = ("reflow_euler_1", "reflow_euler_2")
+"""Variants added to finished cells with `--add`: reflow whose pairs are the
+teacher's 100-step Euler samples (the reference sampler of the acceptance) rather
+than its dopri5 solve."""
+ALL = (*METHODS, "mean_flow_p1", *ADDED)
+"""Every method, in the order that gives each its key (`fold_in(k, index)`)."""
 
 
 def settings(task: str, quick: bool) -> dict[str, Any]:
@@ -137,8 +143,14 @@ def _method_loss(name: str, teacher: flowmaps.Teacher):
     }[name]()
 
 
-def run_cell(task: str, seed: int, quick: bool = False) -> dict[str, Any]:
-    """Teacher and every method on one task and seed: the cell's numbers."""
+def run_cell(
+    task: str, seed: int, quick: bool = False, only: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """Teacher and every method on one task and seed: the cell's numbers.
+
+    With `only`, just those methods (the teacher is trained again, identically,
+    but not scored): what `--add` merges into a finished cell.
+    """
     s = settings(task, quick)
     spec = TASKS[task]
     target = registry.build("data", spec["target"])
@@ -167,30 +179,38 @@ def run_cell(task: str, seed: int, quick: bool = False) -> dict[str, Any]:
     test = test[:n]
     x0 = source.sample(k_eval, n)
     reference = sample_ode(field, x0, teacher_params, solver="dopri5")
-    rows = [
+    names = only or (*METHODS, *EXTRA.get(task, ()))
+    rows = [] if only else [
         {"method": "teacher", "sampler": "dopri5", "nfe": int(reference.nfe),
          "w2": w2(reference.x, test)},
         {"method": "teacher", "sampler": "euler", "nfe": 100,
          "w2": w2(sample_ode(field, x0, teacher_params, solver="euler",
                              steps=100).x, test)},
     ]  # fmt: skip
-    for k in STEPS:
+    for k in () if only else STEPS:
         out = sample_ode(field, x0, teacher_params, solver="euler", steps=k)
         rows.append(
             {"method": "teacher", "sampler": "euler", "nfe": k, "w2": w2(out.x, test)}
         )
     methods: dict[str, Any] = {}
     one_step: dict[str, np.ndarray] = {"data": test[:2000]}
-    rounds = flowmaps.reflow(
-        jax.random.fold_in(k_methods, 99), v_fn, teacher_params, teacher,
-        source=source, rounds=2, pairs=s["pairs"], steps=s["steps"],
-        batch_size=s["batch"], progress=False, steps_per_call=50,
-        log_every=s["steps"],
-    )  # fmt: skip
-    for i, name in enumerate((*METHODS, *EXTRA.get(task, ()))):
-        key = jax.random.fold_in(k_methods, i)
+    reflows = {}
+    euler_pairs = {"solver": "euler", "solver_steps": 100}
+    for prefix, fold, solver in (
+        ("reflow_", 99, {}),
+        ("reflow_euler_", 98, euler_pairs),
+    ):
+        if any(n[:-1] == prefix for n in names):  # both rounds of one reflow
+            reflows[prefix] = flowmaps.reflow(
+                jax.random.fold_in(k_methods, fold), v_fn, teacher_params, teacher,
+                source=source, rounds=2, pairs=s["pairs"], steps=s["steps"],
+                batch_size=s["batch"], progress=False, steps_per_call=50,
+                log_every=s["steps"], **solver,
+            )  # fmt: skip
+    for name in names:
+        key = jax.random.fold_in(k_methods, ALL.index(name))
         if name.startswith("reflow"):  # round k of the one two-round reflow
-            done = rounds[: int(name[-1])]
+            done = reflows[name[:-1]][: int(name[-1])]
             params = done[-1].params
             fmap = flowmaps.EulerMap(v_fn)
             seconds = sum(r.pair_seconds + r.train_seconds for r in done)
@@ -398,6 +418,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--quick", action="store_true", help="tiny settings")
     parser.add_argument("--table", action="store_true", help="only gather the cells")
+    parser.add_argument(
+        "--add", nargs="+", choices=ALL, default=(),
+        help="run these methods and merge them into the finished cells",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, help="default results/ (results/quick/)")
     args = parser.parse_args(argv)
     out = args.out or (RESULTS / "quick" if args.quick else RESULTS)
@@ -405,9 +429,16 @@ def main(argv: list[str] | None = None) -> int:
     if not args.table:
         for task in args.tasks:
             for seed in args.seeds:
-                cell, samples = run_cell(task, seed, args.quick)
-                np.savez(_cell_path(out, task, seed).with_suffix(".npz"), **samples)
-                write_atomic(_cell_path(out, task, seed), json.dumps(cell, indent=1))
+                path = _cell_path(out, task, seed)
+                cell, samples = run_cell(task, seed, args.quick, tuple(args.add))
+                if args.add:  # merged into the finished cell
+                    old = json.loads(path.read_text())
+                    old["methods"].update(cell["methods"])
+                    old["added_wall_seconds"] = cell["wall_seconds"]
+                    cell = old
+                    samples = {**np.load(path.with_suffix(".npz")), **samples}
+                np.savez(path.with_suffix(".npz"), **samples)
+                write_atomic(path, json.dumps(cell, indent=1))
     print(table(out))
     return 0
 

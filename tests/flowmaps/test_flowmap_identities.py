@@ -235,3 +235,23 @@ def test_a_flow_map_loss_is_called_on_a_batch_like_flow_matching():
         loss.regress(gm.exact_model_fn, None, t, ps.xt, target)[0]
     )
     assert aux.t.shape == (64,)
+
+
+@pytest.mark.parametrize("embedding", ["identity", "sinusoidal"])
+def test_a_map_initialised_from_a_velocity_model_is_its_euler_step(embedding):
+    net = models.MLP(width=16, depth=2, time_embedding=embedding, time_dim=8)
+    v_fn, v_params = models.init_model(net, jax.random.key(0), jnp.zeros(2))
+    fmap, _, params = flowmaps.init_flow_map(
+        net, None, jnp.zeros(2), velocity_params=v_params
+    )
+    x = jnp.array([0.4, -1.1])
+    for t, s in ((0.0, 1.0), (0.3, 0.5), (0.7, 0.7)):
+        np.testing.assert_array_equal(
+            fmap(params, t, s, x), flowmaps.EulerMap(v_fn)(v_params, t, s, x)
+        )
+
+
+def test_a_network_without_two_time_params_cannot_start_from_a_velocity_model():
+    unet = models.UNet(width=8, channel_mult=(1, 2), groups=4, time_dim=8)
+    with pytest.raises(TypeError, match="two_time_params"):
+        flowmaps.init_flow_map(unet, None, jnp.zeros(64), velocity_params={})
