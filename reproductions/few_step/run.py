@@ -21,6 +21,7 @@ into `results.json`, `table.md`, `one_step.png` and the README's results block.
 
 import argparse
 import json
+import shutil
 import statistics
 import sys
 import time
@@ -43,6 +44,7 @@ from .._format import num, seed_range
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 README = HERE / "README.md"
+FIGURE = HERE.parents[1] / "docs" / "assets" / "few_step_one_step.png"
 STEPS = (1, 2, 4, 8)
 
 TASKS: dict[str, dict[str, Any]] = {
@@ -308,7 +310,9 @@ def build_table(cells: list[dict]) -> tuple[str, dict[str, Any]]:
             f"| {task} | teacher, k Euler steps | {seeds} | {' | '.join(euler)} | | | "
             "| |"
         )
-        names = [m for m in group[0]["methods"]]
+        names = [
+            m for m in group[0]["methods"] if all(m in c["methods"] for c in group)
+        ]
         for name in names:
             ms = [c["methods"][name] for c in group]
             cols = [
@@ -378,25 +382,31 @@ def plot(out: Path, task: str = "moons", seed: int = 0) -> Path | None:
     import matplotlib.pyplot as plt
 
     samples = dict(np.load(path))
+    # A fresh draw of the data (the cells keep the first held-out rows, which a
+    # data set may hold in order), and limits that show it with a margin.
+    target = registry.build("data", TASKS[task]["target"])
+    samples["data"] = np.asarray(target.sample(jax.random.key(seed), 2000))
+    lo, hi = samples["data"].min(0), samples["data"].max(0)
+    pad = 0.25 * (hi - lo)
     names = list(samples)
     cols = 5
     rows = -(-len(names) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 1.8 * rows), squeeze=False)
     for ax, name in zip(axes.flat, names, strict=False):
         x = samples[name]
         ax.scatter(x[:, 0], x[:, 1], s=1, alpha=0.4,
                    color="tab:blue" if name == "data" else "tab:orange")  # fmt: skip
         ax.set_title(name if name == "data" else f"{name}, 1 step", fontsize=9)
-        ax.set_xlim(-3, 3)
-        ax.set_ylim(-2.5, 3)
+        ax.set_xlim(lo[0] - pad[0], hi[0] + pad[0])
+        ax.set_ylim(lo[1] - pad[1], hi[1] + pad[1])
         ax.set_aspect("equal")
     for ax in axes.flat[len(names) :]:
         ax.axis("off")
     fig.tight_layout()
-    target = out / "one_step.png"
-    fig.savefig(target, dpi=100)
+    figure = out / "one_step.png"
+    fig.savefig(figure, dpi=100)
     plt.close(fig)
-    return target
+    return figure
 
 
 def table(out: Path) -> str:
@@ -405,7 +415,9 @@ def table(out: Path) -> str:
     results = {"cells": cells, "checks": checks, "machine": machine_info()}
     write_atomic(out / "results.json", json.dumps(results, indent=1))
     write_atomic(out / "table.md", text + "\n")
-    plot(out)
+    figure = plot(out)
+    if out == RESULTS and figure is not None:  # the docs page shows it too
+        shutil.copyfile(figure, FIGURE)
     if out == RESULTS and README.exists():
         blocks = {"results": text, "verdict": verdict(checks, cells)}
         write_atomic(README, replace_blocks(README.read_text(), blocks))

@@ -130,7 +130,14 @@ def test_float32_vmap_matches_per_sample(key):
     [
         (models.UNet(width=8), (2, 64), 0.5, None, ValueError, "one image"),
         (models.UNet(width=8), (63,), 0.5, None, ValueError, "image_shape"),
-        (models.UNet(width=8), (64,), jnp.ones((2, 2)), None, ValueError, "t must be a"),
+        (
+            models.UNet(width=8),
+            (64,),
+            jnp.ones((2, 2)),
+            None,
+            ValueError,
+            "t must be a",
+        ),
         (models.UNet(width=12), (64,), 0.5, None, ValueError, "groups=8"),
         (
             models.UNet(image_shape=(6, 6, 1), width=8),

@@ -18,7 +18,12 @@ from flowlab import log_likelihood, manifolds, sample_and_log_prob, sample_ode
 from flowlab.manifolds import tangent_basis
 from flowlab.sampling.likelihood import normal_chart_field
 
-COMPACT = [manifolds.Sphere(2), manifolds.FlatTorus(2), manifolds.SO3()]
+COMPACT = [
+    manifolds.Sphere(2),
+    manifolds.FlatTorus(2),
+    # 7-10 s each; the sphere and the torus run by default
+    pytest.param(manifolds.SO3(), marks=pytest.mark.slow, id="SO3()"),
+]
 
 
 def zero(t, x, args):
@@ -72,7 +77,9 @@ def _flow_log_volume_change(manifold, field, x0, steps):
 
 
 CASES = [
-    (manifolds.Sphere(2), None),
+    # 22 s (the sphere's chart Jacobian through 16 RK4 steps); the torus runs by
+    # default, and the sphere's likelihood in the zero-field test and its CLI run
+    pytest.param(manifolds.Sphere(2), None, marks=pytest.mark.slow),
     pytest.param(manifolds.SO3(), None, marks=pytest.mark.slow),
     (manifolds.FlatTorus(2), None),
     pytest.param(manifolds.Hyperbolic(2), "wrapped", marks=pytest.mark.slow),
