@@ -375,3 +375,21 @@ TINY_RUN = {
 def tiny_run(settings: dict | None = None) -> list[str]:
     """The `key=value` overrides of `TINY_RUN`, with `settings` replacing or added."""
     return [f"{k}={v}" for k, v in {**TINY_RUN, **(settings or {})}.items()]
+
+
+# ---------------------------------------------------------------------------------
+# Examples
+# ---------------------------------------------------------------------------------
+
+
+def load_example(filename: str):
+    """The module of `examples/<filename>`, loaded by path (the names start with a
+    digit, so they cannot be imported by name)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / filename
+    spec = importlib.util.spec_from_file_location(path.stem.lstrip("0123456789_"), path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

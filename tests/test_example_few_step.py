@@ -1,8 +1,6 @@
 """examples/07_few_step.py: one round of reflow makes the teacher's flow one-step."""
 
-import importlib.util
-from pathlib import Path
-
+import helpers
 import jax
 import pytest
 
@@ -11,15 +9,9 @@ from flowlab import data
 # Runs are float32, as users run them (the root conftest enables x64).
 pytestmark = pytest.mark.usefixtures("float32_runs")
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "07_few_step.py"
-
 
 def _load_example():
-    # The file name starts with a digit: load it by path, not by `import`.
-    spec = importlib.util.spec_from_file_location("few_step_example", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return helpers.load_example("07_few_step.py")
 
 
 @pytest.mark.slow

@@ -1,23 +1,15 @@
 """examples/06_max_likelihood.py: fine-tuning by likelihood lowers the held-out NLL."""
 
-import importlib.util
-from pathlib import Path
-
+import helpers
 import jax
 import numpy as np
 import pytest
 
 from flowlab import data
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "06_max_likelihood.py"
-
 
 def _load_example():
-    # The file name starts with a digit: load it by path, not by `import`.
-    spec = importlib.util.spec_from_file_location("max_likelihood_example", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return helpers.load_example("06_max_likelihood.py")
 
 
 @pytest.mark.slow
