@@ -316,9 +316,9 @@ def _loss(config: TrainConfig, path, sampler, manifold, condition):
             f"loss: {name!r} built a {type(loss).__name__}, not a "
             "flowlab.losses.AbstractLoss."
         )
-    why = None
     if not isinstance(loss, flowmaps.AbstractFlowMapLoss):
         return loss
+    why = None
     if manifold is not None:
         why = "data on a manifold"
     elif condition is not None:

@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ..losses import AbstractLoss, LossAux, draw_source
+from ..losses import AbstractLoss, LossAux, WeightFn, draw_source
 from ..losses._base import Regression
 from ..paths import AbstractPath, AffinePath, PathSample
 from ..schedules import cond_ot
@@ -173,7 +173,7 @@ class MeanFlowLoss(AbstractFlowMapLoss):
     diagonal: float = eqx.field(static=True, default=0.75)
     power: float = eqx.field(static=True, default=0.0)
     c: float = eqx.field(static=True, default=1e-3)
-    weight_fn: Any = eqx.field(static=True, default=None)
+    weight_fn: WeightFn | None = eqx.field(static=True, default=None)
 
     def __check_init__(self):
         _share("diagonal", self.diagonal)
@@ -232,7 +232,7 @@ class ShortcutLoss(AbstractFlowMapLoss):
     base_steps: int = eqx.field(static=True, default=128)
     self_consistency: float = eqx.field(static=True, default=0.25)
     time_sampler: TimeSampler = eqx.field(static=True, default=UniformTime())
-    weight_fn: Any = eqx.field(static=True, default=None)
+    weight_fn: WeightFn | None = eqx.field(static=True, default=None)
 
     def __check_init__(self):
         m = self.base_steps
@@ -268,24 +268,19 @@ class ShortcutLoss(AbstractFlowMapLoss):
 
         u1 = u(t, t + query, x)
         u2 = u(m, m + query, x + d * u1)
-        goal = jnp.where(s > t, sg((u1 + u2) / 2), target.astype(x.dtype))
+        goal = jnp.where(s > t, (u1 + u2) / 2, target.astype(x.dtype))
         return _mse(fmap.average_velocity(params, t, s, x, cond), goal)
 
 
-class _ConsistencyTimes(eqx.Module):
+def _consistency_times(key, n, dtype, steps: int, data_end: float) -> FlowMapTimes:
     """The consistency losses' times: grid start `t`, `m = t + 1/N`, end `s`."""
-
-    steps: int
-    data_end: float
-
-    def __call__(self, key, n, dtype) -> FlowMapTimes:
-        k_n, k_s, k_end = jax.random.split(key, 3)
-        i = jax.random.randint(k_n, (n,), 0, self.steps)
-        t = (i / self.steps).astype(dtype)
-        m = ((i + 1) / self.steps).astype(dtype)
-        s = m + (1 - m) * jax.random.uniform(k_s, (n,), dtype)
-        s = jnp.where(jax.random.uniform(k_end, (n,)) < self.data_end, 1.0, s)
-        return FlowMapTimes(t, s.astype(dtype), m)
+    k_n, k_s, k_end = jax.random.split(key, 3)
+    i = jax.random.randint(k_n, (n,), 0, steps)
+    t = (i / steps).astype(dtype)
+    m = ((i + 1) / steps).astype(dtype)
+    s = m + (1 - m) * jax.random.uniform(k_s, (n,), dtype)
+    s = jnp.where(jax.random.uniform(k_end, (n,)) < data_end, 1.0, s)
+    return FlowMapTimes(t, s.astype(dtype), m)
 
 
 def _check_consistency(steps: int, data_end: float) -> None:
@@ -316,13 +311,15 @@ class AbstractConsistencyLoss(AbstractFlowMapLoss):
     def prepare(self, key, x0, x1):
         """Grid times, `x_t` and the next point of each row."""
         k_t, k_path, k_next = jax.random.split(key, 3)
-        times = _ConsistencyTimes(self.steps, self.data_end)(k_t, x1.shape[0], x1.dtype)
+        times = _consistency_times(
+            k_t, x1.shape[0], x1.dtype, self.steps, self.data_end
+        )
         ps = self._path_samples(k_path, x0, x1, times.t)
         return times, ps, self.next_point(k_next, ps, times.m)
 
     def error(self, fmap, params, t, s, m, x, target, cond):
         goal = fmap(jax.lax.stop_gradient(params), m, s, target, cond)
-        return _mse(fmap(params, t, s, x, cond), jax.lax.stop_gradient(goal))
+        return _mse(fmap(params, t, s, x, cond), goal)
 
 
 class ConsistencyTraining(AbstractConsistencyLoss):
@@ -343,7 +340,7 @@ class ConsistencyTraining(AbstractConsistencyLoss):
     path: AbstractPath = eqx.field(default_factory=_cond_ot_path)
     steps: int = eqx.field(static=True, default=64)
     data_end: float = eqx.field(static=True, default=0.5)
-    weight_fn: Any = eqx.field(static=True, default=None)
+    weight_fn: WeightFn | None = eqx.field(static=True, default=None)
 
     def __check_init__(self):
         _check_consistency(self.steps, self.data_end)
@@ -370,7 +367,7 @@ class ConsistencyDistillation(AbstractConsistencyLoss):
     path: AbstractPath = eqx.field(default_factory=_cond_ot_path)
     steps: int = eqx.field(static=True, default=64)
     data_end: float = eqx.field(static=True, default=0.5)
-    weight_fn: Any = eqx.field(static=True, default=None)
+    weight_fn: WeightFn | None = eqx.field(static=True, default=None)
 
     def __check_init__(self):
         _check_teacher(self.teacher)
@@ -445,7 +442,7 @@ class LagrangianDistillation(AbstractMapDistillation):
     teacher: Teacher
     path: AbstractPath = eqx.field(default_factory=_cond_ot_path)
     time_sampler: TimeSampler = eqx.field(static=True, default=UniformTime())
-    weight_fn: Any = eqx.field(static=True, default=None)
+    weight_fn: WeightFn | None = eqx.field(static=True, default=None)
 
     def error(self, fmap, params, t, s, m, x, target, cond):
         del m, target
@@ -471,7 +468,7 @@ class EulerianDistillation(AbstractMapDistillation):
     teacher: Teacher
     path: AbstractPath = eqx.field(default_factory=_cond_ot_path)
     time_sampler: TimeSampler = eqx.field(static=True, default=UniformTime())
-    weight_fn: Any = eqx.field(static=True, default=None)
+    weight_fn: WeightFn | None = eqx.field(static=True, default=None)
 
     def start_target(self, t, xt):
         """The teacher's velocity at the start points, $v^{teacher}(t, x_t)$."""

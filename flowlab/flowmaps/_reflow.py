@@ -18,14 +18,14 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from .. import _checks
 from ..data import AbstractSampler, Empirical
-from ..losses import AbstractPairLoss, ModelFn
+from ..losses import AbstractPairLoss, ModelFn, WeightFn
 from ..losses._targets import AbstractTarget, check_target
 from ..losses.flow_matching import _prediction
 from ..paths import AbstractPath
 from ..sampling import sample_ode
 from ..time_samplers import TimeSampler, UniformTime
 from ._losses import _cond_ot_path
-from ._maps import Teacher
+from ._maps import EulerMap, Teacher
 
 __all__ = ["ReflowLoss", "ReflowRound", "reflow", "reflow_pairs"]
 
@@ -81,7 +81,7 @@ class ReflowLoss(AbstractPairLoss):
         static=True, default="velocity", converter=_prediction
     )
     time_sampler: TimeSampler = eqx.field(static=True, default=UniformTime())
-    weight_fn: Any = eqx.field(static=True, default=None)
+    weight_fn: WeightFn | None = eqx.field(static=True, default=None)
 
     def __check_init__(self):
         check_target(self.prediction, self.path)
@@ -157,14 +157,5 @@ def reflow(
         out.append(
             ReflowRound(params, result.history, t1 - t0, time.perf_counter() - t1)
         )
-        teacher = Teacher(_StudentField(model_fn), params)
+        teacher = Teacher(EulerMap(model_fn).velocity_field(), params)
     return out
-
-
-class _StudentField(eqx.Module):
-    """`v(t, x, params) = model_fn(params, t, x, None)`: a student as a teacher."""
-
-    model_fn: ModelFn
-
-    def __call__(self, t, x, params):
-        return self.model_fn(params, t, x, None)

@@ -103,7 +103,7 @@ def w2(x, y) -> float:
     return float(np.sqrt(ot.emd2([], [], ot.dist(x, y), numItermax=10**8)))
 
 
-def _net(task: str, dim: int):
+def _net(task: str):
     spec = TASKS[task]
     return models.MLP(
         width=spec["width"], depth=spec["depth"], activation="silu",
@@ -121,16 +121,6 @@ def _fit(model_fn, params, loss, key, s, *, source, target):
     )  # fmt: skip
     jax.block_until_ready(result.state.ema_params)
     return result.state.ema_params, time.perf_counter() - t0, result.history[-1]
-
-
-class _Field:
-    """`v(t, x, params) = model_fn(params, t, x, None)` (hashable by identity)."""
-
-    def __init__(self, model_fn):
-        self.model_fn = model_fn
-
-    def __call__(self, t, x, params):
-        return self.model_fn(params, t, x, None)
 
 
 def _method_loss(name: str, teacher: flowmaps.Teacher):
@@ -164,7 +154,7 @@ def run_cell(
     )
     root = jax.random.key(seed)
     k_init, k_teacher, k_eval, k_test, k_methods = jax.random.split(root, 5)
-    net = _net(task, dim)
+    net = _net(task)
     wall0 = time.perf_counter()
 
     # The teacher: Cond-OT flow matching, the same network with one time.
@@ -173,7 +163,7 @@ def run_cell(
         v_fn, v_init, FlowMatchingLoss(AffinePath(cond_ot())), k_teacher,
         {**s, "steps": s["teacher_steps"]}, source=source, target=target,
     )  # fmt: skip
-    field = _Field(v_fn)
+    field = flowmaps.EulerMap(v_fn).velocity_field()  # v(t, x, params)
     teacher = flowmaps.Teacher(field, teacher_params)
     n = s["n_eval"]
     test = np.asarray(target.held_out(k_test, n))

@@ -214,6 +214,14 @@ def run_cell(task: str, schedule: str, seed: int, ev: EvalSet, ref, p, runs: Pat
     summary, curve, seconds = train(TRAIN_TASKS[task][0], schedule, seed, p["steps"],
                                     p, run)  # fmt: skip
     return {
+        **_record(task, schedule, seed, run, summary, curve, seconds),
+        **evaluate(task, run, ev, ref, p),
+    }
+
+
+def _record(task, schedule, seed, run: Path, summary, curve, seconds) -> dict[str, Any]:
+    """The fields every cell records about its training run."""
+    return {
         "task": task,
         "schedule": schedule,
         "seed": seed,
@@ -222,7 +230,6 @@ def run_cell(task: str, schedule: str, seed: int, ev: EvalSet, ref, p, runs: Pat
         "final_loss": curve[-1][1] if curve else None,
         "loss_curve": curve,
         "summary": summary,
-        **evaluate(task, run, ev, ref, p),
     }
 
 
@@ -231,16 +238,7 @@ def digits_cell(schedule: str, seed: int, p, runs: Path) -> dict[str, Any]:
     run = runs / f"digits_{schedule}_{seed}"
     summary, curve, seconds = train(DIGITS[0], schedule, seed, p["digits_steps"], p,
                                     run, p["digits_overrides"])  # fmt: skip
-    return {
-        "task": "digits",
-        "schedule": schedule,
-        "seed": seed,
-        "run_dir": str(run),
-        "train_run_seconds": seconds,
-        "final_loss": curve[-1][1] if curve else None,
-        "loss_curve": curve,
-        "summary": summary,
-    }
+    return _record("digits", schedule, seed, run, summary, curve, seconds)
 
 
 def nfe_to_quality(curve, key: str, bound: float) -> int | None:
