@@ -33,13 +33,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks._common import load_average, machine_info, replace_blocks
-from flowlab import flowmaps, metrics, models, registry, sample_ode, training
+from flowlab import flowmaps, models, registry, sample_ode, training
 from flowlab.losses import FlowMatchingLoss
 from flowlab.paths import AffinePath
 from flowlab.run import write_atomic
 from flowlab.schedules import cond_ot
 
 from .._format import num, seed_range
+from .._metrics import exact_w2
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -90,17 +91,8 @@ def settings(task: str, quick: bool) -> dict[str, Any]:
     return {"digits": DIGITS, "8gaussians_moons": EIGHT}.get(task, FULL)
 
 
-def w2(x, y) -> float:
-    """Exact W2 on equal point sets: POT's network simplex when installed (four to
-    five times faster at 10,000 points), else `metrics.wasserstein2`; the same
-    number either way."""
-    x = np.asarray(x, np.float64).reshape(len(x), -1)
-    y = np.asarray(y, np.float64).reshape(len(y), -1)
-    try:
-        import ot
-    except ImportError:
-        return metrics.wasserstein2(x, y)
-    return float(np.sqrt(ot.emd2([], [], ot.dist(x, y), numItermax=10**8)))
+w2 = exact_w2
+"""Exact W2 (`reproductions._metrics.exact_w2`: POT when installed)."""
 
 
 def _net(task: str):

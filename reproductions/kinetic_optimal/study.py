@@ -28,6 +28,7 @@ from flowlab import data, metrics, schedules
 from flowlab.config import load_config, to_dict
 from flowlab.run import load_run, train_run
 
+from .._metrics import exact_w2
 from .protocol import DIGITS, ENERGY_TASKS, FINITE_AT_1, SCHEDULES, TRAIN_TASKS
 
 
@@ -35,22 +36,8 @@ def _sync(tree):
     return jax.block_until_ready(tree)
 
 
-def w2(x, y) -> float:
-    """Exact W2 between two equal-size point sets (uniform weights), float64.
-
-    POT's network simplex (`ot.emd2`) where POT is installed: the same number as
-    `metrics.wasserstein2` (an optimal plan of equal uniform weights is a
-    permutation), several times faster at 2,000 points; else that function.
-    """
-    x = np.asarray(x, np.float64).reshape(len(x), -1)
-    y = np.asarray(y, np.float64).reshape(len(y), -1)
-    try:
-        import ot
-    except ImportError:
-        return metrics.wasserstein2(x, y)
-    cost = ot.dist(x, y)  # squared Euclidean
-    w = np.full(len(x), 1.0 / len(x))
-    return float(np.sqrt(max(ot.emd2(w, w, cost, numItermax=10**7), 0.0)))
+w2 = exact_w2
+"""Exact W2 (`reproductions._metrics.exact_w2`)."""
 
 
 def _energy(e) -> dict[str, float]:
