@@ -14,6 +14,8 @@ times.
   `LagrangianDistillation`, `EulerianDistillation`.
 - Reflow (`flowlab.flowmaps._reflow`): `reflow_pairs`, `ReflowLoss`, `reflow`
   (`k` rounds).
+- Trajectory distillation (`flowlab.flowmaps._trajectory`): `teacher_trajectories`
+  on a time grid and `TrajectoryDistillation`, the map regressed on their jumps.
 
 See the "Few-step sampling" page of the docs for the mathematics and when to use
 which.
@@ -29,6 +31,7 @@ from .. import registry
 from ..losses import FlowMatchingLoss
 from ._losses import (
     AbstractFlowMapLoss,
+    AbstractPathFlowMapLoss,
     ConsistencyDistillation,
     ConsistencyTraining,
     EulerianDistillation,
@@ -47,10 +50,12 @@ from ._maps import (
 )
 from ._reflow import ReflowLoss, ReflowRound, reflow, reflow_pairs
 from ._sample import FlowMapSolution, flow_map_times, sample_flow_map
+from ._trajectory import GridJump, TrajectoryDistillation, teacher_trajectories
 
 __all__ = [
     "AbstractFlowMap",
     "AbstractFlowMapLoss",
+    "AbstractPathFlowMapLoss",
     "AverageVelocityMap",
     "ConsistencyDistillation",
     "ConsistencyTraining",
@@ -58,6 +63,7 @@ __all__ = [
     "EulerianDistillation",
     "FlowMapSolution",
     "FlowMapTimes",
+    "GridJump",
     "InstantaneousField",
     "LagrangianDistillation",
     "MeanFlowLoss",
@@ -65,12 +71,14 @@ __all__ = [
     "ReflowRound",
     "ShortcutLoss",
     "Teacher",
+    "TrajectoryDistillation",
     "check_time",
     "flow_map_times",
     "init_flow_map",
     "reflow",
     "reflow_pairs",
     "sample_flow_map",
+    "teacher_trajectories",
 ]
 
 

@@ -44,6 +44,7 @@ from ._maps import AverageVelocityMap, Teacher
 
 __all__ = [
     "AbstractFlowMapLoss",
+    "AbstractPathFlowMapLoss",
     "ConsistencyDistillation",
     "ConsistencyTraining",
     "EulerianDistillation",
@@ -89,25 +90,11 @@ def _mse(a: Array, b: Array) -> Float[Array, ""]:
 
 
 class AbstractFlowMapLoss(AbstractLoss):
-    """A regression of a flow map on pairs `(x0, x1)`, `x0 ~ source`, on `path`.
+    """A regression of a flow map: a batch of jumps `X(t, s, x)` and their targets.
 
-    Subclasses draw `FlowMapTimes` and targets in `prepare` and give the error of
-    one row in `error(fmap, params, t, s, m, x, target, cond)`.
+    Subclasses draw `FlowMapTimes`, start points and targets in `prepare` and give
+    the error of one row in `error(fmap, params, t, s, m, x, target, cond)`.
     """
-
-    path: eqx.AbstractVar[AbstractPath]
-
-    def marginals(self, key: PRNGKeyArray, source: Any, x1: Array):
-        """`(x0, x1)` with `x0 ~ source`, as for flow matching."""
-        return draw_source(key, source, x1)
-
-    def _path_samples(self, key, x0, x1, t) -> PathSample:
-        if x0.shape != x1.shape:
-            raise ValueError(
-                f"x0 and x1 must have the same shape, got {x0.shape} and {x1.shape}."
-            )
-        keys = jax.random.split(key, x1.shape[0])
-        return jax.vmap(self.path.sample)(keys, x0, x1, t.astype(x1.dtype))
 
     @abc.abstractmethod
     def error(
@@ -133,6 +120,24 @@ class AbstractFlowMapLoss(AbstractLoss):
         return jnp.mean(per_sample), LossAux(t.t, per_sample)
 
 
+class AbstractPathFlowMapLoss(AbstractFlowMapLoss):
+    """A flow-map loss on pairs `(x0, x1)`, `x0 ~ source`, starting on `path`."""
+
+    path: eqx.AbstractVar[AbstractPath]
+
+    def marginals(self, key: PRNGKeyArray, source: Any, x1: Array):
+        """`(x0, x1)` with `x0 ~ source`, as for flow matching."""
+        return draw_source(key, source, x1)
+
+    def _path_samples(self, key, x0, x1, t) -> PathSample:
+        if x0.shape != x1.shape:
+            raise ValueError(
+                f"x0 and x1 must have the same shape, got {x0.shape} and {x1.shape}."
+            )
+        keys = jax.random.split(key, x1.shape[0])
+        return jax.vmap(self.path.sample)(keys, x0, x1, t.astype(x1.dtype))
+
+
 def _ordered(key, sampler, n, dtype):
     """Two times per row from `sampler`, as `(start, end)` with start <= end."""
     k1, k2 = jax.random.split(key)
@@ -140,7 +145,7 @@ def _ordered(key, sampler, n, dtype):
     return jnp.minimum(a, b), jnp.maximum(a, b)
 
 
-class MeanFlowLoss(AbstractFlowMapLoss):
+class MeanFlowLoss(AbstractPathFlowMapLoss):
     r"""MeanFlow (Geng et al. 2025): regress the average velocity by its identity.
 
     Along a trajectory, $(s - t)\,u(t, s, x_t) = \int_t^s v$, so differentiating in
@@ -207,7 +212,7 @@ class MeanFlowLoss(AbstractFlowMapLoss):
         return weight * err
 
 
-class ShortcutLoss(AbstractFlowMapLoss):
+class ShortcutLoss(AbstractPathFlowMapLoss):
     r"""Shortcut models (Frans et al. 2024): self-consistency across step sizes.
 
     A share `1 - self_consistency` of the rows is flow matching on the diagonal,
@@ -289,7 +294,7 @@ def _check_consistency(steps: int, data_end: float) -> None:
     _share("data_end", data_end)
 
 
-class AbstractConsistencyLoss(AbstractFlowMapLoss):
+class AbstractConsistencyLoss(AbstractPathFlowMapLoss):
     r"""Consistency: $X(t, s, x_t) \approx \mathrm{sg}\,X(t + \Delta, s, \hat x)$.
 
     Times: $t = i / N$ with $i$ uniform in $0, \dots, N - 1$, $\Delta = 1 / N$,
@@ -396,7 +401,7 @@ def _check_teacher(teacher) -> None:
         )
 
 
-class AbstractMapDistillation(AbstractFlowMapLoss):
+class AbstractMapDistillation(AbstractPathFlowMapLoss):
     """A distillation of a `Teacher` velocity on ordered time pairs `t <= s`."""
 
     teacher: eqx.AbstractVar[Teacher]

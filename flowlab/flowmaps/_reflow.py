@@ -47,6 +47,13 @@ def reflow_pairs(
     `fit(..., target=data.Empirical(pairs), source=None)`.
     """
     _checks.key(key)
+    check_teacher_solve(teacher, source, n, chunk)
+    x0 = source.sample(key, n)
+    return jnp.stack([x0, solve_teacher(teacher, x0, solver, steps, chunk)], axis=1)
+
+
+def check_teacher_solve(teacher: Any, source: Any, n: int, chunk: int) -> None:
+    """The arguments of a teacher's ODE solve from `n` points of `source`."""
     _checks.positive_int("n", n)
     _checks.positive_int("chunk", chunk)
     _checks.sampler("source", source, AbstractSampler)
@@ -55,15 +62,29 @@ def reflow_pairs(
             f"teacher must be a flowlab.flowmaps.Teacher, got {type(teacher).__name__}."
         )
     teacher.check("teacher", source.event_shape)
-    x0 = source.sample(key, n)
-    ends = []
-    for start in range(0, n, chunk):
-        out = sample_ode(
+
+
+def solve_teacher(
+    teacher: Teacher,
+    x0: Array,
+    solver: str,
+    steps: int | None,
+    chunk: int,
+    save: int | None = None,
+) -> Array:
+    """The teacher's ODE from `x0` over `[0, 1]`, `chunk` rows at a time.
+
+    The ends `(n, *event)`, or with `save` the `save` equally spaced points of
+    each trajectory, `(n, save, *event)`.
+    """
+    out = []
+    for start in range(0, x0.shape[0], chunk):
+        sol = sample_ode(
             teacher.v, x0[start : start + chunk], teacher.args, solver=solver,
-            steps=steps,
+            steps=steps, save_trajectory=save or False,
         )  # fmt: skip
-        ends.append(out.x)
-    return jnp.stack([x0, jnp.concatenate(ends)], axis=1)
+        out.append(sol.x if save is None else jnp.swapaxes(sol.trajectory, 0, 1))
+    return jnp.concatenate(out)
 
 
 class ReflowLoss(AbstractPairLoss):

@@ -6,6 +6,7 @@ affine in x, and the flow map is X(t, s, x) = s mu + (sigma_s / sigma_t)(x - t m
 Written out here independently of the library.
 """
 
+import jax
 import jax.numpy as jnp
 
 MU = jnp.array([1.5, -0.5])
@@ -47,3 +48,20 @@ def exact_model_fn(params, times, x, cond=None):
 def exact_teacher_field(t, x, args=None):
     del args
     return exact_velocity(t, x)
+
+
+def derivative_error(fmap, params, t, xt):
+    """RMS of d/ds X(t, s, x) at s = t (by jax.jvp) minus the exact velocity, over
+    the rows of `xt`, and the RMS of the exact velocity: `(error, scale)`."""
+
+    def d_s(x):
+        s = jnp.asarray(t, jnp.float32)
+        return jax.jvp(lambda s_: fmap(params, s, s_, x), (s,), (jnp.ones_like(s),))[1]
+
+    got = jax.vmap(d_s)(xt)
+    want = jax.vmap(lambda x: exact_velocity(t, x))(xt)
+
+    def rms(a):
+        return float(jnp.sqrt(jnp.mean(jnp.sum(a**2, axis=-1))))
+
+    return rms(got - want), rms(want)
