@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks._common import load_average, machine_info, replace_blocks
-from flowlab import flowmaps, models, registry, sample_ode, training
+from flowlab import data, flowmaps, models, registry, sample_ode, training
 from flowlab.losses import FlowMatchingLoss
 from flowlab.paths import AffinePath
 from flowlab.run import write_atomic
@@ -75,14 +75,26 @@ METHODS = (
     "lagrangian",
     "eulerian",
 )
-EXTRA = {"moons": ("mean_flow_p1",)}
-"""Variants run on one task only: MeanFlow with the paper's adaptive weight p = 1."""
-ADDED = ("reflow_euler_1", "reflow_euler_2")
-"""Variants added to finished cells with `--add`: reflow whose pairs are the
-teacher's 100-step Euler samples (the reference sampler of the acceptance) rather
-than its dopri5 solve."""
-ALL = (*METHODS, "mean_flow_p1", *ADDED)
-"""Every method, in the order that gives each its key (`fold_in(k, index)`)."""
+TRAJECTORY = ("trajectory", "trajectory_scratch", "trajectory_long")
+"""Trajectory distillation on the teacher's 100-step Euler solutions saved at
+k / 8, from the teacher's weights, from a fresh network, and from the teacher's
+weights for three times the steps (added later, every task)."""
+LONG = 3
+"""How many times the other methods' steps `trajectory_long` trains."""
+EXTRA = {"moons": ("mean_flow_p1", "reflow_euler_1", "reflow_euler_2")}
+"""Variants run on moons only: MeanFlow with the paper's adaptive weight p = 1,
+and reflow whose pairs are the teacher's 100-step Euler samples (the reference
+sampler of the acceptance) rather than its dopri5 solve."""
+ALL = (*METHODS, *EXTRA["moons"], *TRAJECTORY)
+"""Every method, in the order that gives each its key (`fold_in(k, index)`): the
+methods added to finished cells with `--add` come last, so the earlier keys hold."""
+GRID = 8
+"""The trajectory grid: jumps between the points k / 8 cover 1, 2, 4 and 8 steps."""
+
+
+def task_methods(task: str) -> tuple[str, ...]:
+    """The methods of one task's cell, in `ALL`'s order."""
+    return (*METHODS, *EXTRA.get(task, ()), *TRAJECTORY)
 
 
 def settings(task: str, quick: bool) -> dict[str, Any]:
@@ -163,7 +175,7 @@ def run_cell(
     test = test[:n]
     x0 = source.sample(k_eval, n)
     reference = sample_ode(field, x0, teacher_params, solver="dopri5")
-    names = only or (*METHODS, *EXTRA.get(task, ()))
+    names = only or task_methods(task)
     rows = [] if only else [
         {"method": "teacher", "sampler": "dopri5", "nfe": int(reference.nfe),
          "w2": w2(reference.x, test)},
@@ -199,6 +211,25 @@ def run_cell(
             fmap = flowmaps.EulerMap(v_fn)
             seconds = sum(r.pair_seconds + r.train_seconds for r in done)
             train_steps = s["steps"] * len(done)
+        elif name in TRAJECTORY:
+            t0 = time.perf_counter()
+            paths = flowmaps.teacher_trajectories(
+                jax.random.fold_in(key, 2), teacher, source, s["pairs"], grid=GRID,
+                solver="euler", steps=100,
+            )  # fmt: skip
+            jax.block_until_ready(paths)
+            solve_seconds = time.perf_counter() - t0
+            scratch = name == "trajectory_scratch"
+            start = {} if scratch else {"velocity_params": teacher_params}
+            fmap, fn, init = flowmaps.init_flow_map(
+                net, jax.random.fold_in(key, 1), jnp.zeros(dim), **start
+            )
+            train_steps = s["steps"] * (LONG if name == "trajectory_long" else 1)
+            params, seconds, _ = _fit(
+                fn, init, flowmaps.TrajectoryDistillation(), key,
+                {**s, "steps": train_steps}, source=None, target=data.Empirical(paths),
+            )  # fmt: skip
+            seconds += solve_seconds
         else:
             fmap, fn, init = flowmaps.init_flow_map(net, jax.random.fold_in(key, 1),
                                                     jnp.zeros(dim))  # fmt: skip
@@ -320,9 +351,16 @@ def build_table(cells: list[dict]) -> tuple[str, dict[str, Any]]:
                 for name in names
             },
         }  # fmt: skip
-        for m in checks[task]["methods"].values():
+        for name, m in checks[task]["methods"].items():
             m["ratio_1"] = m["w2_1"] / ref
             m["ratio_4"] = m["w2_4"] / ref
+            m["per_seed"] = {
+                str(c["seed"]): [
+                    c["methods"][name]["curve"][i]["w2"] / _teacher_w2(c, "euler", 100)
+                    for i in (0, 2)
+                ]
+                for c in group
+            }
             m["meets_1_step"] = m["ratio_1"] <= 1.5
             m["meets_4_steps"] = m["ratio_4"] <= 1.2
     return "\n".join(lines), checks
@@ -350,6 +388,17 @@ def verdict(checks: dict[str, Any], cells: list[dict]) -> str:
             f"first: {ratios}. Both bars (≤ 1.5× at 1 step, ≤ 1.2× at 4): "
             f"{', '.join(both) if both else 'none (a miss)'}."
         )
+        if both and len(check["methods"][both[0]]["per_seed"]) > 1:
+            per_seed = "; ".join(
+                f"{m}: " + ", ".join(
+                    f"seed {k} {r1:.2f}× / {r4:.2f}×"
+                    for k, (r1, r4) in check["methods"][m]["per_seed"].items()
+                )
+                for m in both
+            )  # fmt: skip
+            lines.append(
+                f"  Seed by seed, each over its own teacher (1 / 4 steps): {per_seed}."
+            )
     return "\n".join(lines)
 
 
