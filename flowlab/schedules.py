@@ -30,17 +30,17 @@ from . import registry
 from ._checks import scalar_time as _as_time
 
 __all__ = [
+    "VE",
+    "VP",
     "AbstractSchedule",
     "CondOT",
     "Cosine",
+    "KineticOptimal",
     "LinearVP",
     "LipmanOT",
     "Polynomial",
     "Schedule",
-    "KineticOptimal",
     "ScheduleOutput",
-    "VE",
-    "VP",
     "bisect_time",
     "cond_ot",
     "cosine",

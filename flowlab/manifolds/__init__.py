@@ -37,6 +37,8 @@ from .torus import FlatTorus
 from .wrapped_normal import WrappedNormal, log_expmap_jacobian, tangent_basis
 
 __all__ = [
+    "SO3",
+    "SPD",
     "AbstractCompactManifold",
     "AbstractFlatManifold",
     "AbstractManifold",
@@ -47,8 +49,6 @@ __all__ = [
     "Hyperbolic",
     "Product",
     "ProductManifold",
-    "SO3",
-    "SPD",
     "SPDLogEuclidean",
     "Sphere",
     "WrappedNormal",

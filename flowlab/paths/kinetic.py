@@ -54,8 +54,8 @@ from ..schedules import AbstractSchedule, ScheduleOutput, bisect_time
 
 __all__ = [
     "DataSeparation",
-    "KineticOptimal",
     "KineticEnergy",
+    "KineticOptimal",
     "data_separation",
     "kinetic_energy",
     "kinetic_energy_mc",
