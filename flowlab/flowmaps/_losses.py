@@ -102,11 +102,6 @@ class AbstractFlowMapLoss(AbstractLoss):
     ) -> Float[Array, ""]:
         """The squared error of one row."""
 
-    def __call__(self, model_fn, params, key, x0, x1, cond=None) -> Regression:
-        """The loss on a batch of pairs: `prepare`, then `regress`."""
-        t, ps, target = self.prepare(key, x0, x1)
-        return self.regress(model_fn, params, t, ps.xt, target, cond)
-
     def regress(self, model_fn, params, t, xt, target, cond=None) -> Regression:
         """The mean error over the rows of the flow map of `model_fn`."""
         fmap = AverageVelocityMap(model_fn)
@@ -136,6 +131,11 @@ class AbstractPathFlowMapLoss(AbstractFlowMapLoss):
             )
         keys = jax.random.split(key, x1.shape[0])
         return jax.vmap(self.path.sample)(keys, x0, x1, t.astype(x1.dtype))
+
+    def __call__(self, model_fn, params, key, x0, x1, cond=None) -> Regression:
+        """The loss on a batch of pairs: `prepare`, then `regress`."""
+        t, ps, target = self.prepare(key, x0, x1)
+        return self.regress(model_fn, params, t, ps.xt, target, cond)
 
 
 def _ordered(key, sampler, n, dtype):
