@@ -61,9 +61,9 @@ class GridJump(NamedTuple):
     """The jumps of a `TrajectoryDistillation` batch: grid indices and starts.
 
     Attributes:
-        start: the grid index `i` of each row's start.
-        end: the grid index `j > i` of each row's end.
-        xt: the start points, the trajectories at `t_i`.
+        start: `(batch,)` int, the grid index `i` of each row's start.
+        end: `(batch,)` int, the grid index `j > i` of each row's end.
+        xt: `(batch, *event)`, the start points: each trajectory at `t_i`.
     """
 
     start: Int[Array, " batch"]
